@@ -1,0 +1,35 @@
+//! In-memory backends for chat-engine: [`MemoryStore`] (a
+//! [`MessageStore`](chat_core::MessageStore) and
+//! [`DeliveryTracker`](chat_core::DeliveryTracker)) and [`MemoryPresence`] (a
+//! [`PresenceTracker`](chat_core::PresenceTracker)).
+//!
+//! Everything lives in the process and dies with it: a restarted server has new rooms with
+//! new epochs, so clients that resume see a reset rather than silently missing messages.
+//! Use them for a single-node server without persistence, for development and for tests;
+//! use a durable store when history must survive a restart.
+//!
+//! Both pass the whole [`chat_core::testkit`] (see this crate's `tests/testkit.rs`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use chat_core::{MessageStore, RoomId};
+//! use chat_store_memory::MemoryStore;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let store: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
+//! let (info, created) = store.ensure_room(&RoomId::new("general")?).await?;
+//! assert!(created && info.latest.get() == 0);
+//! # Ok::<(), chat_core::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Memory
+//!
+//! The store keeps every message, its idempotency key and every membership for the life
+//! of the process; presence keeps each user's `last_seen`. Nothing else grows.
+
+mod presence;
+mod store;
+
+pub use presence::MemoryPresence;
+pub use store::MemoryStore;
