@@ -50,8 +50,9 @@
 
 pub use chat_core as core;
 pub use chat_core::{
-    Authenticator, Authorizer, Broker, ClientMsgId, DeliveryTracker, Epoch, Error, Message,
-    MessageStore, Meta, NewMessage, PresenceTracker, Result, RoomId, Seq, Timestamp, UserId,
+    Authenticator, Authorizer, Broker, ClientMsgId, Clock, DeliveryTracker, Engine, EngineBuilder,
+    EngineConfig, Epoch, Error, Message, MessageStore, Meta, NewMessage, PresenceTracker, Result,
+    RoomId, Seq, Timestamp, UserId,
 };
 
 #[cfg(feature = "memory")]

@@ -32,6 +32,12 @@ pub enum Error {
     /// An identifier broke its rules.
     #[error(transparent)]
     InvalidId(#[from] InvalidId),
+    /// The request is not valid here (for example a second `hello`).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A bug: an invariant broke or a task panicked. Nothing was stored.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A bounded resource is full (a queue, a connection table); retry later.
     #[error("{0} is full")]
     Full(&'static str),
@@ -72,7 +78,8 @@ impl Error {
                 ErrorCode::Forbidden
             }
             Error::Unauthorized(_) => ErrorCode::Unauthorized,
-            Error::InvalidId(_) => ErrorCode::BadRequest,
+            Error::InvalidId(_) | Error::BadRequest(_) => ErrorCode::BadRequest,
+            Error::Internal(_) => ErrorCode::Internal,
             Error::Full(_) | Error::Closed | Error::Backend { .. } => ErrorCode::Unavailable,
         }
     }

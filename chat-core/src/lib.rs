@@ -42,10 +42,13 @@
 
 pub mod auth;
 pub mod broker;
+pub mod connection;
 pub mod delivery;
+pub mod engine;
 mod error;
 pub mod id;
 mod message;
+mod outbox;
 pub mod presence;
 pub mod protocol;
 pub mod store;
@@ -55,7 +58,9 @@ mod time;
 
 pub use auth::{Authenticator, Authorizer};
 pub use broker::Broker;
+pub use connection::{ConnectionManager, LocalConnection};
 pub use delivery::DeliveryTracker;
+pub use engine::{Engine, EngineBuilder, EngineConfig};
 pub use error::{Error, Result};
 pub use id::{
     ClientMsgId, ConnectionId, Epoch, InvalidId, NodeId, RequestId, RoomId, Seq, SessionId, UserId,
@@ -63,4 +68,4 @@ pub use id::{
 pub use message::{InvalidMeta, Message, Meta, NewMessage};
 pub use presence::PresenceTracker;
 pub use store::MessageStore;
-pub use time::Timestamp;
+pub use time::{Clock, Timestamp};

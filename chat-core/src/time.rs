@@ -57,6 +57,38 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// Where the engine reads the time.
+///
+/// [`Clock::system`] is the wall clock. [`Clock::tokio`] starts at the wall clock and then
+/// follows tokio's clock, so a test that pauses and advances tokio time
+/// (`tokio::time::pause`) moves timestamps, heartbeats and presence leases together.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    base: Option<(Timestamp, tokio::time::Instant)>,
+}
+
+impl Clock {
+    /// The system's wall clock.
+    pub fn system() -> Clock {
+        Clock { base: None }
+    }
+
+    /// The wall clock at this call, advancing with tokio's clock from then on.
+    pub fn tokio() -> Clock {
+        Clock {
+            base: Some((Timestamp::now(), tokio::time::Instant::now())),
+        }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Timestamp {
+        match self.base {
+            None => Timestamp::now(),
+            Some((wall, instant)) => wall.saturating_add(instant.elapsed()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

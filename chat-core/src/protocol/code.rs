@@ -68,6 +68,9 @@ pub enum CloseCode {
     SlowConsumer,
     /// 4029: too many rate-limit violations.
     RateLimited,
+    /// 1013 (extension): the server cannot serve the session now (the store was unreachable
+    /// during `hello`); reconnect later.
+    TryAgainLater,
 }
 
 impl CloseCode {
@@ -79,6 +82,7 @@ impl CloseCode {
             CloseCode::Unauthorized => 4001,
             CloseCode::SlowConsumer => 4008,
             CloseCode::RateLimited => 4029,
+            CloseCode::TryAgainLater => 1013,
         }
     }
 
@@ -90,6 +94,7 @@ impl CloseCode {
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::SlowConsumer => "slow consumer",
             CloseCode::RateLimited => "rate limited",
+            CloseCode::TryAgainLater => "try again later",
         }
     }
 
@@ -101,6 +106,7 @@ impl CloseCode {
             4001 => CloseCode::Unauthorized,
             4008 => CloseCode::SlowConsumer,
             4029 => CloseCode::RateLimited,
+            1013 => CloseCode::TryAgainLater,
             _ => return None,
         })
     }
@@ -140,6 +146,7 @@ mod tests {
             CloseCode::Unauthorized,
             CloseCode::SlowConsumer,
             CloseCode::RateLimited,
+            CloseCode::TryAgainLater,
         ] {
             assert_eq!(CloseCode::from_code(close.code()), Some(close));
         }

@@ -1,0 +1,358 @@
+//! Per-room ordering and fan-out on this node.
+//!
+//! Appends finish in any order across tasks (seq 6 may return before seq 5), and a broker
+//! may deliver late or never. A room's hub hands each message to the room's local member
+//! connections strictly in `seq` order: a message arriving early waits in `pending`; a gap
+//! that does not close within `gap_wait` is read from the store. Each member connection is
+//! either live (frames go straight into its queue) or buffered while a resume replays
+//! older messages from the store, then flushed and switched to live.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::connection::LocalConnection;
+use crate::error::Result;
+use crate::id::{ConnectionId, RoomId, Seq};
+use crate::protocol::{CloseCode, Encoded, ServerFrame};
+use crate::store::{HistoryQuery, MessageStore};
+
+const SHARDS: usize = 64;
+/// Out-of-order messages a hub keeps; later ones are read from the store when their turn
+/// comes.
+const MAX_PENDING: usize = 4_096;
+/// Messages read per repair page.
+const REPAIR_PAGE: u64 = 500;
+
+/// How a connection joins a hub.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Attach {
+    /// Receives every message after the hub's current position.
+    Live,
+    /// Buffers messages until [`Hub::go_live`], skipping those at or below `floor`.
+    Buffered { floor: Seq },
+}
+
+pub(crate) struct Hub {
+    room: RoomId,
+    state: Mutex<HubState>,
+}
+
+struct HubState {
+    /// Whether `delivered` has been read from the store.
+    ready: bool,
+    /// Removed from the map: attach to a new hub instead.
+    detached: bool,
+    /// Every message up to here was handed to the members.
+    delivered: Seq,
+    /// The highest seq heard of.
+    known: Seq,
+    pending: BTreeMap<Seq, Encoded>,
+    members: Vec<Member>,
+    repairing: bool,
+}
+
+struct Member {
+    conn: Arc<LocalConnection>,
+    floor: Seq,
+    buffer: Option<Vec<(Seq, Encoded)>>,
+}
+
+impl Member {
+    /// Hands one message to the member; `false` when it should be dropped from the hub.
+    fn offer(&mut self, seq: Seq, frame: &Encoded, buffer_cap: usize) -> bool {
+        if self.conn.is_closed() {
+            return false;
+        }
+        if seq <= self.floor {
+            return true;
+        }
+        match &mut self.buffer {
+            Some(buffer) if buffer.len() >= buffer_cap => {
+                self.conn.close(CloseCode::SlowConsumer);
+                false
+            }
+            Some(buffer) => {
+                buffer.push((seq, frame.clone()));
+                true
+            }
+            // A full queue closes the connection (4008); it leaves at the next message.
+            None => self.conn.push(frame.clone()).is_ok(),
+        }
+    }
+}
+
+impl HubState {
+    /// Delivers `pending` messages that are next in line.
+    fn drain_pending(&mut self, buffer_cap: usize) {
+        while let Some(entry) = self.pending.first_entry() {
+            let seq = *entry.key();
+            if seq <= self.delivered {
+                entry.remove();
+                continue;
+            }
+            if seq != self.delivered.next() {
+                break;
+            }
+            let frame = entry.remove();
+            self.members
+                .retain_mut(|m| m.offer(seq, &frame, buffer_cap));
+            self.delivered = seq;
+        }
+    }
+
+    /// Takes message `seq`: delivers it (and what waited behind it) if it is next, keeps it
+    /// if it is early, ignores it if it was delivered already.
+    fn accept(&mut self, seq: Seq, frame: Encoded, buffer_cap: usize) {
+        self.known = self.known.max(seq);
+        if self.ready && seq <= self.delivered {
+            return;
+        }
+        if self.ready && seq == self.delivered.next() {
+            self.members
+                .retain_mut(|m| m.offer(seq, &frame, buffer_cap));
+            self.delivered = seq;
+            self.drain_pending(buffer_cap);
+        } else if self.pending.len() < MAX_PENDING {
+            self.pending.insert(seq, frame);
+        }
+    }
+
+    fn has_gap(&self) -> bool {
+        self.ready && self.known > self.delivered
+    }
+}
+
+impl Hub {
+    fn new(room: RoomId) -> Hub {
+        Hub {
+            room,
+            state: Mutex::new(HubState {
+                ready: false,
+                detached: false,
+                delivered: Seq::ZERO,
+                known: Seq::ZERO,
+                pending: BTreeMap::new(),
+                members: Vec::new(),
+                repairing: false,
+            }),
+        }
+    }
+
+    /// Takes the buffered messages of `conn` (oldest first). When none are left the member
+    /// is switched to live and an empty list comes back. `None` when `conn` is not a member.
+    pub(crate) fn go_live(&self, conn: ConnectionId) -> Option<Vec<(Seq, Encoded)>> {
+        let mut state = self.state.lock();
+        let member = state.members.iter_mut().find(|m| m.conn.id() == conn)?;
+        let taken = member
+            .buffer
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        if taken.is_empty() {
+            member.buffer = None;
+        }
+        Some(taken)
+    }
+
+    /// Sends `frame` to every member connection that `include` accepts.
+    pub(crate) fn broadcast(&self, frame: &Encoded, include: impl Fn(&LocalConnection) -> bool) {
+        let state = self.state.lock();
+        for member in &state.members {
+            if include(&member.conn) {
+                member.conn.send(frame);
+            }
+        }
+    }
+}
+
+/// Settings the hubs need.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HubSettings {
+    pub(crate) gap_wait: Duration,
+    pub(crate) buffer_cap: usize,
+}
+
+type HubShard = Mutex<HashMap<RoomId, Arc<Hub>>>;
+
+/// Every room hub of this node.
+pub(crate) struct Hubs {
+    shards: Box<[HubShard]>,
+    hasher: RandomState,
+    store: Arc<dyn MessageStore>,
+    settings: HubSettings,
+}
+
+impl std::fmt::Debug for Hubs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rooms: usize = self.shards.iter().map(|s| s.lock().len()).sum();
+        f.debug_struct("Hubs").field("rooms", &rooms).finish()
+    }
+}
+
+impl Hubs {
+    pub(crate) fn new(store: Arc<dyn MessageStore>, settings: HubSettings) -> Hubs {
+        Hubs {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            store,
+            settings,
+        }
+    }
+
+    fn shard(&self, room: &RoomId) -> &HubShard {
+        &self.shards[(self.hasher.hash_one(room) as usize) % SHARDS]
+    }
+
+    /// The hub of `room`, if this node has one.
+    pub(crate) fn get(&self, room: &RoomId) -> Option<Arc<Hub>> {
+        self.shard(room).lock().get(room).cloned()
+    }
+
+    /// The live hub of `room`, created if needed (replacing a detached one).
+    fn get_or_create(&self, room: &RoomId) -> Arc<Hub> {
+        let mut shard = self.shard(room).lock();
+        if let Some(hub) = shard.get(room) {
+            if !hub.state.lock().detached {
+                return hub.clone();
+            }
+        }
+        let hub = Arc::new(Hub::new(room.clone()));
+        shard.insert(room.clone(), hub.clone());
+        hub
+    }
+
+    /// Adds `conn` to the hub of `room` (creating and initializing the hub from the store's
+    /// latest seq, or from `latest` when the caller just read it). Returns the hub and the
+    /// seq the member starts after.
+    pub(crate) async fn attach(
+        &self,
+        room: &RoomId,
+        conn: &Arc<LocalConnection>,
+        how: Attach,
+        latest: Option<Seq>,
+    ) -> Result<(Arc<Hub>, Seq)> {
+        loop {
+            let hub = self.get_or_create(room);
+            if !hub.state.lock().ready {
+                let latest = match latest {
+                    Some(latest) => latest,
+                    None => self
+                        .store
+                        .room(room)
+                        .await?
+                        .map_or(Seq::ZERO, |info| info.latest),
+                };
+                self.initialize(&hub, latest);
+            }
+            let mut state = hub.state.lock();
+            if state.detached {
+                continue;
+            }
+            if !state.members.iter().any(|m| m.conn.id() == conn.id()) {
+                let (floor, buffer) = match how {
+                    Attach::Live => (Seq::ZERO, None),
+                    Attach::Buffered { floor } => (floor, Some(Vec::new())),
+                };
+                state.members.push(Member {
+                    conn: conn.clone(),
+                    floor,
+                    buffer,
+                });
+            }
+            let delivered = state.delivered;
+            drop(state);
+            return Ok((hub, delivered));
+        }
+    }
+
+    fn initialize(&self, hub: &Arc<Hub>, latest: Seq) {
+        let mut state = hub.state.lock();
+        if state.ready {
+            return;
+        }
+        state.ready = true;
+        state.delivered = latest;
+        state.known = state.known.max(latest);
+        state.drain_pending(self.settings.buffer_cap);
+        let repair = state.has_gap() && !std::mem::replace(&mut state.repairing, true);
+        drop(state);
+        if repair {
+            self.spawn_repair(hub.clone());
+        }
+    }
+
+    /// Removes `conn` from the hub of `room`; an empty hub is dropped.
+    pub(crate) fn detach(&self, room: &RoomId, conn: ConnectionId) {
+        let Some(hub) = self.get(room) else {
+            return;
+        };
+        {
+            let mut state = hub.state.lock();
+            state.members.retain(|m| m.conn.id() != conn);
+            if !state.members.is_empty() || state.repairing {
+                return;
+            }
+            state.detached = true;
+        }
+        let mut shard = self.shard(room).lock();
+        if shard.get(room).is_some_and(|h| Arc::ptr_eq(h, &hub)) {
+            shard.remove(room);
+        }
+    }
+
+    /// Hands message `seq` of `room` to the room's local members, in order. Messages at or
+    /// below the room's position are ignored, so publishing twice is harmless.
+    pub(crate) fn publish(&self, room: &RoomId, seq: Seq, frame: Encoded) {
+        if let Some(hub) = self.get(room) {
+            self.publish_to(&hub, seq, frame);
+        }
+    }
+
+    fn publish_to(&self, hub: &Arc<Hub>, seq: Seq, frame: Encoded) {
+        let mut state = hub.state.lock();
+        state.accept(seq, frame, self.settings.buffer_cap);
+        let repair = state.has_gap() && !std::mem::replace(&mut state.repairing, true);
+        drop(state);
+        if repair {
+            self.spawn_repair(hub.clone());
+        }
+    }
+
+    /// Reads a room's missing messages from the store after `gap_wait`, until no gap is
+    /// left. Runs without the caller, so that a lost message never stalls a room.
+    fn spawn_repair(&self, hub: Arc<Hub>) {
+        let store = self.store.clone();
+        let settings = self.settings;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(settings.gap_wait).await;
+                let (from, to) = {
+                    let mut state = hub.state.lock();
+                    if !state.has_gap() {
+                        state.repairing = false;
+                        return;
+                    }
+                    (state.delivered, state.known)
+                };
+                let limit = (to.get() - from.get()).min(REPAIR_PAGE) as usize;
+                let Ok(page) = store
+                    .history(&hub.room, HistoryQuery::After(from), limit)
+                    .await
+                else {
+                    // The store is unreachable: try again after the next wait.
+                    continue;
+                };
+                for message in page.messages {
+                    let seq = message.seq;
+                    let frame = ServerFrame::Message(message).encode();
+                    hub.state.lock().accept(seq, frame, settings.buffer_cap);
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,511 @@
+//! The chat server logic behind any transport: sessions, every request and push of
+//! protocol v1, ordering, presence, receipts and typing.
+//!
+//! A transport accepts a connection, asks [`Engine::admit`] for a place, and hands the
+//! connection to [`Engine::serve`] as a stream of [`Inbound`] frames and a sink of
+//! [`Outbound`] ones. Everything else — `hello`, requests, pushes, heartbeats, closes — is
+//! the engine's.
+//!
+//! # The path of one `send`
+//!
+//! decode (once) → rate limit → membership (cached per connection) → authorizer →
+//! `MessageStore::append` (the store assigns the seq) → encode the push once → the room's
+//! hub hands the shared bytes to each local member connection in seq order → `ok`.
+//! Append and hand-off run in their own task, so a client that disconnects mid-send can
+//! never leave a stored message undelivered to the others.
+
+mod config;
+mod hub;
+mod rate;
+mod session;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+pub use self::config::EngineConfig;
+use self::hub::{Attach, HubSettings, Hubs};
+use crate::auth::{Authenticator, Authorizer, DefaultAuthorizer};
+use crate::connection::{ConnectionManager, LocalConnection, LocalConnections};
+use crate::delivery::DeliveryTracker;
+use crate::error::{Error, Result};
+use crate::id::{NodeId, RoomId, Seq, UserId};
+pub use crate::outbox::Outbound;
+use crate::presence::PresenceTracker;
+use crate::protocol::{CloseCode, MemberAction, MemberPush, PresenceInfo, ServerFrame, TypingPush};
+use crate::store::MessageStore;
+use crate::time::{Clock, Timestamp};
+
+/// A frame (or event) a transport read from a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Inbound {
+    /// A complete text message (its bytes; the engine checks the JSON, the transport
+    /// need not check UTF-8).
+    Text(Bytes),
+    /// A binary message: refused with `bad_request`.
+    Binary,
+    /// A WebSocket ping or pong: the peer is alive.
+    Heartbeat,
+    /// A message over the frame limit: the engine closes with 1009.
+    TooLarge,
+}
+
+/// Who is on the other end, for logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// The remote address, when the transport knows it.
+    pub addr: Option<SocketAddr>,
+}
+
+/// A place among the engine's connections, from [`Engine::admit`]; released on drop.
+#[derive(Debug)]
+pub struct Admission {
+    engine: Weak<Inner>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.upgrade() {
+            engine.admitted.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The chat server: cheap to clone (a shared handle), `Send + Sync`.
+///
+/// Build one with [`Engine::builder`]; it must be built inside a tokio runtime, where it
+/// keeps this node's presence lease alive until [`Engine::shutdown`] or the last clone is
+/// dropped.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("node", &self.inner.node)
+            .field("connections", &self.inner.connections.len())
+            .finish()
+    }
+}
+
+/// Builds an [`Engine`]: the backends are required, the rest has defaults.
+#[derive(Debug)]
+pub struct EngineBuilder {
+    store: Arc<dyn MessageStore>,
+    delivery: Arc<dyn DeliveryTracker>,
+    presence: Arc<dyn PresenceTracker>,
+    authenticator: Arc<dyn Authenticator>,
+    authorizer: Arc<dyn Authorizer>,
+    connections: Arc<dyn ConnectionManager>,
+    config: EngineConfig,
+    node: NodeId,
+    clock: Clock,
+}
+
+impl EngineBuilder {
+    /// A builder with the four parts every engine needs.
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        delivery: Arc<dyn DeliveryTracker>,
+        presence: Arc<dyn PresenceTracker>,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            delivery,
+            presence,
+            authenticator,
+            authorizer: Arc::new(DefaultAuthorizer),
+            connections: Arc::new(LocalConnections::new()),
+            config: EngineConfig::default(),
+            node: NodeId::random(),
+            clock: Clock::system(),
+        }
+    }
+
+    /// Who may do what (default: [`DefaultAuthorizer`]).
+    pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizer = authorizer;
+        self
+    }
+
+    /// The registry of local connections (default: [`LocalConnections`]).
+    pub fn connections(mut self, connections: Arc<dyn ConnectionManager>) -> Self {
+        self.connections = connections;
+        self
+    }
+
+    /// Limits and timings (default: [`EngineConfig::default`]).
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// This node's id (default: random).
+    pub fn node(mut self, node: NodeId) -> Self {
+        self.node = node;
+        self
+    }
+
+    /// Where time comes from (default: [`Clock::system`]; tests use [`Clock::tokio`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the engine and starts its presence lease. Must be called inside a tokio
+    /// runtime.
+    pub fn build(self) -> Engine {
+        let mut config = self.config;
+        config.history_cap = config.history_cap.max(500);
+        let hubs = Hubs::new(
+            self.store.clone(),
+            HubSettings {
+                gap_wait: config.gap_wait,
+                buffer_cap: config.catchup_buffer,
+            },
+        );
+        let inner = Arc::new(Inner {
+            config,
+            node: self.node,
+            clock: self.clock,
+            store: self.store,
+            delivery: self.delivery,
+            presence: self.presence,
+            authenticator: self.authenticator,
+            authorizer: self.authorizer,
+            connections: self.connections,
+            hubs,
+            typing: Mutex::default(),
+            next_connection: AtomicU64::new(1),
+            admitted: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            lease_stop: Arc::new(tokio::sync::Notify::new()),
+        });
+        tokio::spawn(Inner::keep_lease(
+            Arc::downgrade(&inner),
+            inner.lease_stop.clone(),
+        ));
+        Engine { inner }
+    }
+}
+
+impl Engine {
+    /// A builder (see [`EngineBuilder::new`]).
+    pub fn builder(
+        store: Arc<dyn MessageStore>,
+        delivery: Arc<dyn DeliveryTracker>,
+        presence: Arc<dyn PresenceTracker>,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> EngineBuilder {
+        EngineBuilder::new(store, delivery, presence, authenticator)
+    }
+
+    /// The engine's limits and timings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &NodeId {
+        &self.inner.node
+    }
+
+    /// How many connections have a session (passed `hello`) on this node.
+    pub fn connections(&self) -> usize {
+        self.inner.connections.len()
+    }
+
+    /// Takes a place for a new connection: [`Error::Full`] at `max_connections`, and
+    /// [`Error::Closed`] once shutting down. Transports ask before accepting the upgrade.
+    pub fn admit(&self) -> Result<Admission> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let max = self.inner.config.max_connections;
+        let taken = self
+            .inner
+            .admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Admission {
+                engine: Arc::downgrade(&self.inner),
+            }),
+            Err(_) => Err(Error::Full("the connection table")),
+        }
+    }
+
+    /// Serves one connection until it closes: reads `inbound`, writes `outbound` (queued
+    /// frames are fed in batches with one flush each).
+    ///
+    /// Cancel safe in the sense that matters: dropping the future closes the session
+    /// (presence, hubs) the next time the engine notices, and never loses a message that
+    /// was acknowledged.
+    pub async fn serve<I, O>(&self, admission: Admission, peer: Peer, inbound: I, outbound: O)
+    where
+        I: futures_util::Stream<Item = Inbound> + Unpin + Send,
+        O: futures_util::Sink<Outbound> + Unpin + Send,
+    {
+        session::serve(self.inner.clone(), admission, peer, inbound, outbound).await;
+    }
+
+    /// Starts a graceful shutdown: refuses new connections, and closes every connection
+    /// with 1001 after the frames already queued for it. Transports wait for their
+    /// connection tasks to end.
+    pub fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        for connection in self.inner.connections.all() {
+            connection.close(CloseCode::ShuttingDown);
+        }
+        self.inner.lease_stop.notify_one();
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+type TypingKey = (RoomId, UserId);
+
+/// The shared state behind [`Engine`].
+struct Inner {
+    config: EngineConfig,
+    node: NodeId,
+    clock: Clock,
+    store: Arc<dyn MessageStore>,
+    delivery: Arc<dyn DeliveryTracker>,
+    presence: Arc<dyn PresenceTracker>,
+    authenticator: Arc<dyn Authenticator>,
+    authorizer: Arc<dyn Authorizer>,
+    connections: Arc<dyn ConnectionManager>,
+    hubs: Hubs,
+    /// (room, user) → when their `typing` expires.
+    typing: Mutex<HashMap<TypingKey, tokio::time::Instant>>,
+    next_connection: AtomicU64,
+    admitted: AtomicUsize,
+    shutting_down: AtomicBool,
+    lease_stop: Arc<tokio::sync::Notify>,
+}
+
+impl Inner {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Whether the user of `conn` is a member of `room`: the connection's cache first, the
+    /// store when the cache does not know.
+    async fn is_member(&self, conn: &LocalConnection, room: &RoomId) -> Result<bool> {
+        if conn.rooms.lock().contains(room) {
+            return Ok(true);
+        }
+        self.store.is_member(room, conn.user()).await
+    }
+
+    /// Puts `conn` into the room's hub, live from the hub's position; returns that position.
+    async fn attach(&self, conn: &Arc<LocalConnection>, room: &RoomId) -> Result<Seq> {
+        let (_, at) = self.hubs.attach(room, conn, Attach::Live, None).await?;
+        conn.rooms.lock().insert(room.clone());
+        Ok(at)
+    }
+
+    /// Puts every local connection of `user` into the room's hub.
+    async fn attach_user(&self, user: &UserId, room: &RoomId) -> Result<()> {
+        for conn in self.connections.connections_of(user) {
+            self.attach(&conn, room).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes every local connection of `user` out of the room's hub.
+    fn detach_user(&self, user: &UserId, room: &RoomId) {
+        for conn in self.connections.connections_of(user) {
+            conn.rooms.lock().remove(room);
+            self.hubs.detach(room, conn.id());
+        }
+    }
+
+    /// Pushes a `member` frame to every local connection of the room's members.
+    fn push_member(&self, room: &RoomId, user: &UserId, action: MemberAction) {
+        if let Some(hub) = self.hubs.get(room) {
+            let frame = ServerFrame::Member(MemberPush {
+                room: room.clone(),
+                user: user.clone(),
+                action,
+            })
+            .encode();
+            hub.broadcast(&frame, |_| true);
+        }
+    }
+
+    /// Makes `user` a member of `room` (which must exist); when it was not one, its
+    /// connections start receiving the room and every member gets a `member` push.
+    async fn add_member(&self, room: &RoomId, user: &UserId) -> Result<bool> {
+        let added = self.store.add_member(room, user).await?;
+        if added {
+            self.attach_user(user, room).await?;
+            self.push_member(room, user, MemberAction::Join);
+        }
+        Ok(added)
+    }
+
+    /// Tells the users who share a room that is not large with `info.user` about its new
+    /// status. Runs in its own task: it reads the store and must not hold up the caller.
+    fn announce_presence(self: &Arc<Self>, info: PresenceInfo) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let recipients = match engine.co_members(&info.user).await {
+                Ok(recipients) => recipients,
+                Err(e) => {
+                    tracing::warn!(user = %info.user, error = %e, "presence push skipped: the store failed");
+                    return;
+                }
+            };
+            let frame = ServerFrame::Presence(info).encode();
+            for user in recipients {
+                engine.connections.send_to_user(&user, &frame, None);
+            }
+        });
+    }
+
+    /// The other members of the rooms of `user` that are not large.
+    async fn co_members(&self, user: &UserId) -> Result<HashSet<UserId>> {
+        let mut recipients = HashSet::new();
+        for room in self.store.rooms_of(user).await? {
+            if self.store.member_count(&room.room).await? > self.config.large_room {
+                continue;
+            }
+            for member in self.store.members(&room.room).await? {
+                if member != *user {
+                    recipients.insert(member);
+                }
+            }
+        }
+        Ok(recipients)
+    }
+
+    fn push_typing(&self, room: &RoomId, user: &UserId, active: bool) {
+        if let Some(hub) = self.hubs.get(room) {
+            let frame = ServerFrame::Typing(TypingPush {
+                room: room.clone(),
+                user: user.clone(),
+                active,
+            })
+            .encode();
+            hub.broadcast(&frame, |c| c.user() != user);
+        }
+    }
+
+    /// Forwards a `typing` frame; after `typing_timeout` without a new `active: true`, the
+    /// others get `active: false` once.
+    fn typing(self: &Arc<Self>, room: &RoomId, user: &UserId, active: bool) {
+        let key = (room.clone(), user.clone());
+        if !active {
+            let was_typing = self.typing.lock().remove(&key).is_some();
+            if was_typing {
+                self.push_typing(room, user, false);
+            }
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.config.typing_timeout;
+        let first = self.typing.lock().insert(key.clone(), deadline).is_none();
+        self.push_typing(room, user, true);
+        if first {
+            tokio::spawn(Self::expire_typing(Arc::downgrade(self), key, deadline));
+        }
+    }
+
+    async fn expire_typing(
+        engine: Weak<Inner>,
+        key: TypingKey,
+        mut deadline: tokio::time::Instant,
+    ) {
+        loop {
+            tokio::time::sleep_until(deadline).await;
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            let mut typing = engine.typing.lock();
+            match typing.get(&key) {
+                // Stopped explicitly (and pushed then), or the user left.
+                None => return,
+                Some(later) if *later > deadline => deadline = *later,
+                Some(_) => {
+                    typing.remove(&key);
+                    drop(typing);
+                    engine.push_typing(&key.0, &key.1, false);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Renews this node's presence lease a few times per TTL, and sweeps expired leases of
+    /// other nodes, announcing their users' departure.
+    /// Holds only a weak reference between rounds, so that dropping the last [`Engine`]
+    /// ends it.
+    async fn keep_lease(engine: Weak<Inner>, stop: Arc<tokio::sync::Notify>) {
+        let period = match engine.upgrade() {
+            Some(engine) => engine.presence.lease_ttl() / 3,
+            None => return,
+        };
+        let period = period.max(std::time::Duration::from_millis(10));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.notified() => return,
+            }
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            engine.renew_lease().await;
+        }
+    }
+
+    async fn renew_lease(self: &Arc<Self>) {
+        let now = self.now();
+        match self.presence.renew(&self.node, now).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // The lease lapsed (a long pause, a backend restart): register again.
+                for conn in self.connections.all() {
+                    match self
+                        .presence
+                        .connect(&self.node, conn.id(), conn.user(), now)
+                        .await
+                    {
+                        Ok(crate::presence::PresenceChange::Online) => {
+                            self.announce_presence(PresenceInfo {
+                                user: conn.user().clone(),
+                                status: crate::protocol::PresenceStatus::Online,
+                                last_seen: Some(now),
+                            });
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "presence re-registration failed"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "presence lease renewal failed"),
+        }
+        match self.presence.sweep(now).await {
+            Ok(gone) => {
+                for info in gone {
+                    self.announce_presence(info);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
+        }
+    }
+}

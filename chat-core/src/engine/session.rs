@@ -1,0 +1,723 @@
+//! One connection: `hello`, then requests, pushes, replays and heartbeats until it closes.
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::time::Instant;
+
+use super::hub::{Attach, Hub};
+use super::rate::TokenBucket;
+use super::{Admission, Inbound, Inner, Peer};
+use crate::auth::Action;
+use crate::connection::LocalConnection;
+use crate::delivery::CursorUpdate;
+use crate::error::{Error, Result};
+use crate::id::{ClientMsgId, ConnectionId, RequestId, RoomId, Seq, SessionId, UserId};
+use crate::message::{Meta, NewMessage};
+use crate::outbox::{Outbound, Outbox, OutboxLimits};
+use crate::presence::PresenceChange;
+use crate::protocol::{
+    ClientFrame, CloseCode, ErrorCode, HelloReply, HistoryQuery, HistoryReply, MemberAction,
+    MemberInfo, MembersReply, PresenceInfo, PresenceReply, PresenceStatus, ReceiptPush, ReplyBody,
+    Request, RoomState, SendReply, SendTarget, ServerFrame,
+};
+use crate::store::Appended;
+
+/// How long a connection that we closed may take to answer our close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A room to bring up to date after `hello`.
+struct Catchup {
+    hub: Arc<Hub>,
+    room: RoomId,
+    /// Replay the store's messages in `(from, to]` first.
+    replay: Option<(Seq, Seq)>,
+}
+
+pub(super) async fn serve<I, O>(
+    engine: Arc<Inner>,
+    admission: Admission,
+    peer: Peer,
+    mut inbound: I,
+    mut outbound: O,
+) where
+    I: Stream<Item = Inbound> + Unpin + Send,
+    O: Sink<Outbound> + Unpin + Send,
+{
+    let _admission = admission;
+    let Some((conn, catchups)) = hello(&engine, &mut inbound, &mut outbound).await else {
+        return;
+    };
+    tracing::debug!(user = %conn.user(), conn = %conn.id(), peer = ?peer.addr, "session open");
+
+    let started = Instant::now();
+    let heard = AtomicU64::new(0);
+    let mut reading = pin!(read_loop(&engine, &conn, &mut inbound, &heard, started));
+    let mut writing = pin!(write_loop(&conn, &mut outbound));
+    let heartbeat = heartbeat(&conn, &heard, started, engine.config.heartbeat);
+    let catching_up = async {
+        catch_up(&engine, &conn, catchups).await;
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = &mut reading => {
+            // The peer is gone, or stopped reading after a frame we must answer with a
+            // close (1009): let the writer send what is queued, briefly.
+            if conn.is_closed() {
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writing).await;
+            }
+        }
+        () = &mut writing => {
+            // We closed: give the peer a moment to answer, then let go.
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut reading).await;
+        }
+        () = heartbeat => {
+            tracing::debug!(user = %conn.user(), conn = %conn.id(), "silent for two heartbeats: closed");
+        }
+        () = catching_up => {}
+    }
+    end_session(&engine, &conn).await;
+    tracing::debug!(user = %conn.user(), conn = %conn.id(), "session closed");
+}
+
+/// Sends a last frame and a close straight to the sink (no session, no queue yet).
+async fn refuse<O: Sink<Outbound> + Unpin>(
+    outbound: &mut O,
+    error: Option<ServerFrame>,
+    close: CloseCode,
+) {
+    if let Some(error) = error {
+        let _ = outbound.feed(Outbound::Frame(error.encode())).await;
+    }
+    let _ = outbound.send(Outbound::Close(close)).await;
+}
+
+/// The `hello` phase: the first frame must be a well-formed `hello` with a good token.
+/// On success the session is registered, its rooms are attached (buffered) and the reply
+/// is queued; the returned catch-ups bring each room live.
+async fn hello<I, O>(
+    engine: &Arc<Inner>,
+    inbound: &mut I,
+    outbound: &mut O,
+) -> Option<(Arc<LocalConnection>, Vec<Catchup>)>
+where
+    I: Stream<Item = Inbound> + Unpin,
+    O: Sink<Outbound> + Unpin,
+{
+    let unauthorized = |id: Option<RequestId>, message: String| {
+        Some(ServerFrame::error(id, ErrorCode::Unauthorized, message))
+    };
+    if engine.shutting_down.load(Ordering::Acquire) {
+        refuse(outbound, None, CloseCode::ShuttingDown).await;
+        return None;
+    }
+    let deadline = Instant::now() + engine.config.hello_timeout;
+    let text = loop {
+        match tokio::time::timeout_at(deadline, inbound.next()).await {
+            Err(_) => {
+                refuse(outbound, None, CloseCode::Unauthorized).await;
+                return None;
+            }
+            Ok(None) => return None,
+            Ok(Some(Inbound::Heartbeat)) => continue,
+            Ok(Some(Inbound::TooLarge)) => {
+                refuse(outbound, None, CloseCode::TooBig).await;
+                return None;
+            }
+            Ok(Some(Inbound::Binary)) => {
+                let error = unauthorized(None, "the first frame must be a hello".to_owned());
+                refuse(outbound, error, CloseCode::Unauthorized).await;
+                return None;
+            }
+            Ok(Some(Inbound::Text(text))) => break text,
+        }
+    };
+    let request = match Request::decode(&text, &engine.config.decode) {
+        Ok(request) => request,
+        Err(rejection) => {
+            let error = unauthorized(
+                rejection.id,
+                format!("a well-formed hello must come first: {}", rejection.message),
+            );
+            refuse(outbound, error, CloseCode::Unauthorized).await;
+            return None;
+        }
+    };
+    let id = request.id;
+    let ClientFrame::Hello { token, resume } = request.frame else {
+        let error = unauthorized(
+            id,
+            format!(
+                "the first frame must be a hello, not {}",
+                request.frame.kind()
+            ),
+        );
+        refuse(outbound, error, CloseCode::Unauthorized).await;
+        return None;
+    };
+    let identity = match engine.authenticator.authenticate(&token).await {
+        Ok(identity) => identity,
+        Err(Error::Backend { .. }) => {
+            let error = ServerFrame::error(
+                id,
+                ErrorCode::Unavailable,
+                "authentication is unavailable; retry later",
+            );
+            refuse(outbound, Some(error), CloseCode::TryAgainLater).await;
+            return None;
+        }
+        Err(e) => {
+            refuse(
+                outbound,
+                unauthorized(id, e.to_string()),
+                CloseCode::Unauthorized,
+            )
+            .await;
+            return None;
+        }
+    };
+
+    let conn_id = ConnectionId(engine.next_connection.fetch_add(1, Ordering::Relaxed));
+    let outbox = Outbox::new(OutboxLimits {
+        max_frames: engine.config.outbox_frames,
+        max_bytes: engine.config.outbox_bytes,
+    });
+    let conn = Arc::new(LocalConnection::new(
+        conn_id,
+        identity.user,
+        SessionId::random(),
+        outbox,
+    ));
+    // Registered first, so that no membership change of this user is missed; whatever it
+    // brings before the reply is queued behind the reply (`push_front` below).
+    engine.connections.register(conn.clone());
+
+    let setup = async {
+        let user = conn.user();
+        let rooms = engine.store.rooms_of(user).await?;
+        let cursors: HashMap<RoomId, _> = engine
+            .delivery
+            .user_cursors(user)
+            .await?
+            .into_iter()
+            .collect();
+        let mut states = Vec::with_capacity(rooms.len());
+        let mut catchups = Vec::with_capacity(rooms.len());
+        for info in rooms {
+            let resume_from = resume
+                .get(&info.room)
+                .filter(|point| point.epoch == info.epoch)
+                .map(|point| point.seq);
+            let floor = resume_from.unwrap_or(Seq::ZERO);
+            let (hub, at) = engine
+                .hubs
+                .attach(
+                    &info.room,
+                    &conn,
+                    Attach::Buffered { floor },
+                    Some(info.latest),
+                )
+                .await?;
+            conn.rooms.lock().insert(info.room.clone());
+            let cursors = cursors.get(&info.room).copied().unwrap_or_default();
+            states.push(RoomState {
+                room: info.room.clone(),
+                epoch: info.epoch,
+                seq: at,
+                read: cursors.read,
+                delivered: cursors.delivered,
+            });
+            catchups.push(Catchup {
+                hub,
+                replay: resume_from.filter(|from| *from < at).map(|from| (from, at)),
+                room: info.room,
+            });
+        }
+        Ok::<_, Error>((states, catchups))
+    };
+    let (states, catchups) = match setup.await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::warn!(user = %conn.user(), error = %e, "hello failed: the store is unavailable");
+            end_session_quietly(engine, &conn);
+            let error = ServerFrame::error(
+                id,
+                ErrorCode::Unavailable,
+                "the store is unavailable; retry later",
+            );
+            refuse(outbound, Some(error), CloseCode::TryAgainLater).await;
+            return None;
+        }
+    };
+    let reply = ServerFrame::ok(
+        id,
+        ReplyBody::Hello(HelloReply {
+            user: conn.user().clone(),
+            session: conn.session().clone(),
+            heartbeat_ms: u64::try_from(engine.config.heartbeat.as_millis()).unwrap_or(u64::MAX),
+            rooms: states,
+        }),
+    );
+    conn.outbox.push_front(reply.encode());
+    if engine.shutting_down.load(Ordering::Acquire) {
+        conn.close(CloseCode::ShuttingDown);
+    }
+
+    let now = engine.now();
+    match engine
+        .presence
+        .connect(&engine.node, conn.id(), conn.user(), now)
+        .await
+    {
+        Ok(PresenceChange::Online) => engine.announce_presence(PresenceInfo {
+            user: conn.user().clone(),
+            status: PresenceStatus::Online,
+            last_seen: Some(now),
+        }),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(user = %conn.user(), error = %e, "presence connect failed"),
+    }
+    Some((conn, catchups))
+}
+
+/// Unregisters a connection and takes it out of every hub.
+fn end_session_quietly(engine: &Inner, conn: &LocalConnection) {
+    conn.outbox.finish();
+    let rooms: Vec<RoomId> = conn.rooms.lock().drain().collect();
+    for room in rooms {
+        engine.hubs.detach(&room, conn.id());
+    }
+    engine.connections.unregister(conn.id(), conn.user());
+}
+
+async fn end_session(engine: &Arc<Inner>, conn: &LocalConnection) {
+    end_session_quietly(engine, conn);
+    let now = engine.now();
+    match engine
+        .presence
+        .disconnect(&engine.node, conn.id(), conn.user(), now)
+        .await
+    {
+        Ok(PresenceChange::Offline { last_seen }) => engine.announce_presence(PresenceInfo {
+            user: conn.user().clone(),
+            status: PresenceStatus::Offline,
+            last_seen: Some(last_seen),
+        }),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(user = %conn.user(), error = %e, "presence disconnect failed"),
+    }
+}
+
+/// Replays what each resumed room missed, then flushes what arrived live meanwhile and
+/// switches the room to live.
+async fn catch_up(engine: &Inner, conn: &LocalConnection, catchups: Vec<Catchup>) {
+    for catchup in catchups {
+        if let Some((from, to)) = catchup.replay {
+            if let Err(e) = replay(engine, conn, &catchup.room, from, to).await {
+                tracing::warn!(user = %conn.user(), room = %catchup.room, error = %e, "replay failed");
+                conn.close(CloseCode::TryAgainLater);
+                return;
+            }
+        }
+        while let Some(buffered) = catchup.hub.go_live(conn.id()) {
+            if buffered.is_empty() {
+                break;
+            }
+            for (_, frame) in buffered {
+                if conn.outbox.push_paced(frame).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Pushes the stored messages of `room` in `(from, to]`, page by page, paced by the
+/// connection's queue. A closed connection ends it quietly.
+async fn replay(
+    engine: &Inner,
+    conn: &LocalConnection,
+    room: &RoomId,
+    from: Seq,
+    to: Seq,
+) -> Result<()> {
+    let mut after = from;
+    while after < to {
+        let limit = (to.get() - after.get()).min(engine.config.replay_page as u64) as usize;
+        let page = engine
+            .store
+            .history(room, HistoryQuery::After(after), limit)
+            .await?;
+        if page.messages.is_empty() {
+            break;
+        }
+        for message in page.messages {
+            if message.seq > to {
+                return Ok(());
+            }
+            after = message.seq;
+            if conn
+                .outbox
+                .push_paced(ServerFrame::Message(message).encode())
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drains the queue into the sink: every queued frame fed, then one flush. Ends after a
+/// close frame, when the session is gone, or when the sink fails.
+async fn write_loop<O: Sink<Outbound> + Unpin>(conn: &LocalConnection, outbound: &mut O) {
+    let mut batch = Vec::new();
+    while conn.outbox.next_batch(&mut batch).await {
+        let mut closing = false;
+        for item in batch.drain(..) {
+            closing |= matches!(item, Outbound::Close(_));
+            if outbound.feed(item).await.is_err() {
+                return;
+            }
+        }
+        if outbound.flush().await.is_err() || closing {
+            return;
+        }
+        // A burst may have grown the batch; an idle connection should not keep it.
+        batch.shrink_to(16);
+    }
+}
+
+/// Pings every interval; ends when nothing was heard from the peer for two intervals.
+async fn heartbeat(conn: &LocalConnection, heard: &AtomicU64, started: Instant, every: Duration) {
+    let mut tick = tokio::time::interval_at(started + every, every);
+    loop {
+        tick.tick().await;
+        let last = started + Duration::from_millis(heard.load(Ordering::Relaxed));
+        if last.elapsed() >= every * 2 {
+            return;
+        }
+        conn.outbox.ping();
+    }
+}
+
+/// Reads frames until the peer is gone, acting on each in order.
+async fn read_loop<I: Stream<Item = Inbound> + Unpin>(
+    engine: &Arc<Inner>,
+    conn: &Arc<LocalConnection>,
+    inbound: &mut I,
+    heard: &AtomicU64,
+    started: Instant,
+) {
+    let session = Session { engine, conn };
+    let mut rate = TokenBucket::new(engine.config.rate_burst, engine.config.rate_per_sec);
+    let violations = engine.config.rate_violations;
+    let mut strikes = TokenBucket::new(violations, violations.div_ceil(10));
+    while let Some(frame) = inbound.next().await {
+        heard.store(
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if conn.is_closed() {
+            // Closing: read on only to let the peer finish.
+            continue;
+        }
+        let text = match frame {
+            Inbound::Heartbeat => continue,
+            Inbound::TooLarge => {
+                conn.close(CloseCode::TooBig);
+                continue;
+            }
+            Inbound::Binary => None,
+            Inbound::Text(text) => Some(text),
+        };
+        let request = match text {
+            None => Err(crate::protocol::Rejection::binary_frame()),
+            Some(text) => Request::decode(&text, &engine.config.decode),
+        };
+        if !rate.take() {
+            let id = request.as_ref().map_or_else(|r| r.id, |r| r.id);
+            let error =
+                ServerFrame::error(id, ErrorCode::RateLimited, "too many frames; slow down");
+            let _ = conn.push(error.encode());
+            if !strikes.take() {
+                conn.close(CloseCode::RateLimited);
+            }
+            continue;
+        }
+        match request {
+            Err(rejection) => {
+                let _ = conn.push(rejection.to_frame().encode());
+            }
+            Ok(request) => session.handle(request).await,
+        }
+    }
+}
+
+/// Acts on one connection's requests.
+struct Session<'a> {
+    engine: &'a Arc<Inner>,
+    conn: &'a Arc<LocalConnection>,
+}
+
+impl Session<'_> {
+    fn user(&self) -> &UserId {
+        self.conn.user()
+    }
+
+    async fn handle(&self, request: Request) {
+        let id = request.id;
+        let reply = match self.dispatch(request.frame).await {
+            Ok(body) => match id {
+                Some(_) => ServerFrame::ok(id, body),
+                None => return,
+            },
+            Err(e) => {
+                let (code, message) = client_error(&e);
+                if code == ErrorCode::Internal || code == ErrorCode::Unavailable {
+                    tracing::warn!(user = %self.user(), error = %e, "request failed");
+                }
+                ServerFrame::error(id, code, message)
+            }
+        };
+        let _ = self.conn.push(reply.encode());
+    }
+
+    async fn dispatch(&self, frame: ClientFrame) -> Result<ReplyBody> {
+        match frame {
+            ClientFrame::Hello { .. } => Err(Error::BadRequest(
+                "this connection already said hello".to_owned(),
+            )),
+            ClientFrame::Join { room } => self.join(room).await,
+            ClientFrame::Leave { room } => self.leave(room).await,
+            ClientFrame::Send {
+                target,
+                cid,
+                body,
+                meta,
+            } => self.send(target, cid, body, meta).await,
+            ClientFrame::History { room, query, limit } => self.history(room, query, limit).await,
+            ClientFrame::Members { room } => self.members(room).await,
+            ClientFrame::Presence { users } => {
+                let users = self
+                    .engine
+                    .presence
+                    .status(&users, self.engine.now())
+                    .await?;
+                Ok(ReplyBody::Presence(PresenceReply { users }))
+            }
+            ClientFrame::Ping => Ok(ReplyBody::Empty),
+            ClientFrame::Receipt {
+                room,
+                delivered,
+                read,
+            } => self.receipt(room, CursorUpdate { delivered, read }).await,
+            ClientFrame::Typing { room, active } => {
+                self.require_member(&room).await?;
+                self.engine.typing(&room, self.user(), active);
+                Ok(ReplyBody::Empty)
+            }
+            // `ClientFrame` is non-exhaustive for other crates only.
+            #[allow(unreachable_patterns)]
+            other => Err(Error::BadRequest(format!(
+                "{} is not supported",
+                other.kind()
+            ))),
+        }
+    }
+
+    async fn require_member(&self, room: &RoomId) -> Result<()> {
+        if self.engine.is_member(self.conn, room).await? {
+            Ok(())
+        } else {
+            Err(Error::NotMember {
+                room: room.clone(),
+                user: self.user().clone(),
+            })
+        }
+    }
+
+    async fn authorize(&self, room: &RoomId, action: Action) -> Result<()> {
+        if room.is_direct() && !room.is_direct_participant(self.user()) {
+            return Err(Error::Forbidden(format!(
+                "{room} is the direct room of two other users"
+            )));
+        }
+        self.engine
+            .authorizer
+            .authorize(self.user(), room, action)
+            .await
+    }
+
+    async fn join(&self, room: RoomId) -> Result<ReplyBody> {
+        self.authorize(&room, Action::Join).await?;
+        let (info, _) = self.engine.store.ensure_room(&room).await?;
+        self.engine.add_member(&room, self.user()).await?;
+        let at = self.engine.attach(self.conn, &room).await?;
+        let cursors = self.engine.delivery.cursors(&room, self.user()).await?;
+        Ok(ReplyBody::Join(RoomState {
+            room,
+            epoch: info.epoch,
+            seq: at,
+            read: cursors.read,
+            delivered: cursors.delivered,
+        }))
+    }
+
+    async fn leave(&self, room: RoomId) -> Result<ReplyBody> {
+        let user = self.user();
+        if self.engine.store.remove_member(&room, user).await? {
+            self.engine.push_member(&room, user, MemberAction::Leave);
+            self.engine
+                .typing
+                .lock()
+                .remove(&(room.clone(), user.clone()));
+        }
+        self.engine.detach_user(user, &room);
+        Ok(ReplyBody::Leave { room })
+    }
+
+    async fn send(
+        &self,
+        target: SendTarget,
+        cid: ClientMsgId,
+        body: String,
+        meta: Option<Meta>,
+    ) -> Result<ReplyBody> {
+        let user = self.user();
+        let room = match target {
+            SendTarget::Room(room) => {
+                self.require_member(&room).await?;
+                self.authorize(&room, Action::Send).await?;
+                room
+            }
+            SendTarget::To(other) => {
+                let room = RoomId::direct(user, &other);
+                self.authorize(&room, Action::Send).await?;
+                self.engine.store.ensure_room(&room).await?;
+                self.engine.add_member(&room, user).await?;
+                if other != *user {
+                    self.engine.add_member(&room, &other).await?;
+                }
+                self.engine.attach(self.conn, &room).await?;
+                room
+            }
+        };
+        let message = NewMessage {
+            room: room.clone(),
+            from: user.clone(),
+            cid,
+            body,
+            meta,
+            ts: self.engine.now(),
+        };
+        // Its own task: once the append starts, the hand-off to the room follows even if
+        // this connection goes away meanwhile.
+        let engine = self.engine.clone();
+        let appended = tokio::spawn(async move {
+            let room = message.room.clone();
+            let Appended { message, dup } = engine.store.append(message).await?;
+            let (seq, ts) = (message.seq, message.ts);
+            if !dup {
+                engine
+                    .hubs
+                    .publish(&room, seq, ServerFrame::Message(message).encode());
+            }
+            Ok::<_, Error>((seq, ts, dup))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the send task failed: {e}")))?;
+        let (seq, ts, dup) = appended?;
+        Ok(ReplyBody::Send(SendReply { room, seq, ts, dup }))
+    }
+
+    async fn history(
+        &self,
+        room: RoomId,
+        query: HistoryQuery,
+        limit: Option<u32>,
+    ) -> Result<ReplyBody> {
+        self.require_member(&room).await?;
+        self.authorize(&room, Action::Read).await?;
+        let config = &self.engine.config;
+        let limit = limit
+            .map_or(config.history_default, |l| l as usize)
+            .min(config.history_cap);
+        let page = self.engine.store.history(&room, query, limit).await?;
+        Ok(ReplyBody::History(HistoryReply {
+            room,
+            messages: page.messages,
+            more: page.more,
+        }))
+    }
+
+    async fn members(&self, room: RoomId) -> Result<ReplyBody> {
+        self.require_member(&room).await?;
+        self.authorize(&room, Action::Read).await?;
+        let cursors = self.engine.delivery.room_cursors(&room).await?;
+        let users: Vec<UserId> = cursors.iter().map(|(user, _)| user.clone()).collect();
+        let presence = self
+            .engine
+            .presence
+            .status(&users, self.engine.now())
+            .await?;
+        let members = cursors
+            .into_iter()
+            .zip(presence)
+            .map(|((user, cursors), presence)| MemberInfo {
+                user,
+                status: presence.status,
+                last_seen: presence.last_seen,
+                read: cursors.read,
+                delivered: cursors.delivered,
+            })
+            .collect();
+        Ok(ReplyBody::Members(MembersReply { room, members }))
+    }
+
+    async fn receipt(&self, room: RoomId, update: CursorUpdate) -> Result<ReplyBody> {
+        self.require_member(&room).await?;
+        let user = self.user();
+        let change = self.engine.delivery.advance(&room, user, update).await?;
+        if change.moved {
+            let frame = ServerFrame::Receipt(ReceiptPush {
+                room: room.clone(),
+                user: user.clone(),
+                delivered: change.cursors.delivered,
+                read: change.cursors.read,
+            })
+            .encode();
+            let me = self.conn.id();
+            if self.engine.store.member_count(&room).await? > self.engine.config.large_room {
+                self.engine.connections.send_to_user(user, &frame, Some(me));
+            } else if let Some(hub) = self.engine.hubs.get(&room) {
+                hub.broadcast(&frame, |c| c.id() != me);
+            }
+        }
+        Ok(ReplyBody::Empty)
+    }
+}
+
+/// The code and text a client gets for an error. Rooms the user may not see are all
+/// "not a member", whether or not they exist; backend details stay in the server's log.
+fn client_error(e: &Error) -> (ErrorCode, String) {
+    match e {
+        Error::RoomNotFound(room) | Error::NotMember { room, .. } => {
+            (ErrorCode::Forbidden, format!("not a member of {room}"))
+        }
+        Error::Backend { .. } | Error::Full(_) | Error::Closed => (
+            ErrorCode::Unavailable,
+            "the store is unavailable; nothing was stored; retry".to_owned(),
+        ),
+        Error::Internal(_) => (
+            ErrorCode::Internal,
+            "internal error; nothing was stored".to_owned(),
+        ),
+        other => (other.code(), other.to_string()),
+    }
+}
