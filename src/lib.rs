@@ -46,6 +46,7 @@
 //! |---|---|---|
 //! | `memory` | yes | [`memory`]: `MemoryStore`, `MemoryPresence` |
 //! | `ws` | yes | [`ws`]: the WebSocket transport |
+//! | `axum` | no | `ws::axum`: the chat route for an axum app |
 //! | `testkit` | no | `core::testkit`: the conformance suite for your own backends |
 
 pub use chat_core as core;

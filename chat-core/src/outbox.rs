@@ -157,6 +157,18 @@ impl Outbox {
         self.space.notify_waiters();
     }
 
+    /// Waits until the connection is closing. Cancel safe.
+    pub(crate) async fn wait_closing(&self) {
+        loop {
+            let mut notified = pin!(self.space.notified());
+            notified.as_mut().enable();
+            if self.state.lock().close.is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// The close code, once closing.
     pub(crate) fn closing(&self) -> Option<CloseCode> {
         self.state.lock().close

@@ -16,9 +16,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::connection::LocalConnection;
+use crate::delivery::Cursors;
 use crate::error::Result;
-use crate::id::{ConnectionId, RoomId, Seq};
-use crate::protocol::{CloseCode, Encoded, ServerFrame};
+use crate::id::{ConnectionId, RoomId, Seq, UserId};
+use crate::protocol::{CloseCode, Encoded, ReceiptPush, ServerFrame};
 use crate::store::{HistoryQuery, MessageStore};
 
 const SHARDS: usize = 64;
@@ -54,6 +55,9 @@ struct HubState {
     pending: BTreeMap<Seq, Encoded>,
     members: Vec<Member>,
     repairing: bool,
+    /// The cursors last pushed for each user with a connection here: receipt pushes are
+    /// merged into these, so that racing receipts never push a cursor backwards.
+    receipts: HashMap<UserId, Cursors>,
 }
 
 struct Member {
@@ -139,6 +143,7 @@ impl Hub {
                 pending: BTreeMap::new(),
                 members: Vec::new(),
                 repairing: false,
+                receipts: HashMap::new(),
             }),
         }
     }
@@ -157,6 +162,41 @@ impl Hub {
             member.buffer = None;
         }
         Some(taken)
+    }
+
+    /// Pushes a `receipt` for `user`, merged with what was pushed before (so pushed cursors
+    /// never go backwards, however receipts race): to every member connection but `except`
+    /// when `everyone`, else only to the user's own other connections. Nothing when the
+    /// merge moves nothing.
+    pub(crate) fn push_receipt(
+        &self,
+        user: &UserId,
+        cursors: Cursors,
+        except: ConnectionId,
+        everyone: bool,
+    ) {
+        let mut state = self.state.lock();
+        let last = state.receipts.entry(user.clone()).or_default();
+        let merged = Cursors {
+            delivered: last.delivered.max(cursors.delivered),
+            read: last.read.max(cursors.read),
+        };
+        if merged == *last {
+            return;
+        }
+        *last = merged;
+        let frame = ServerFrame::Receipt(ReceiptPush {
+            room: self.room.clone(),
+            user: user.clone(),
+            delivered: merged.delivered,
+            read: merged.read,
+        })
+        .encode();
+        for member in &state.members {
+            if member.conn.id() != except && (everyone || member.conn.user() == user) {
+                member.conn.send(&frame);
+            }
+        }
     }
 
     /// Sends `frame` to every member connection that `include` accepts.
@@ -293,7 +333,14 @@ impl Hubs {
         };
         {
             let mut state = hub.state.lock();
-            state.members.retain(|m| m.conn.id() != conn);
+            let Some(at) = state.members.iter().position(|m| m.conn.id() == conn) else {
+                return;
+            };
+            let user = state.members.remove(at).conn.user().clone();
+            if !state.members.iter().any(|m| *m.conn.user() == user) {
+                // Its cursors may restart from 0 if it leaves and joins again.
+                state.receipts.remove(&user);
+            }
             if !state.members.is_empty() || state.repairing {
                 return;
             }
@@ -354,5 +401,102 @@ impl Hubs {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::SessionId;
+    use crate::outbox::{Outbound, Outbox, OutboxLimits};
+
+    fn connection(id: u64, user: &str) -> Arc<LocalConnection> {
+        let outbox = Outbox::new(OutboxLimits {
+            max_frames: 64,
+            max_bytes: 1 << 20,
+        });
+        Arc::new(LocalConnection::new(
+            ConnectionId(id),
+            UserId::new(user).unwrap(),
+            SessionId::random(),
+            outbox,
+        ))
+    }
+
+    fn hub_with(members: &[&Arc<LocalConnection>]) -> Hub {
+        let hub = Hub::new(RoomId::new("r").unwrap());
+        hub.state.lock().members = members
+            .iter()
+            .map(|conn| Member {
+                conn: Arc::clone(conn),
+                floor: Seq::ZERO,
+                buffer: None,
+            })
+            .collect();
+        hub
+    }
+
+    /// The (delivered, read) of every receipt push queued for `conn`.
+    async fn receipts(conn: &LocalConnection) -> Vec<(u64, u64)> {
+        conn.close(CloseCode::ShuttingDown);
+        let mut batch = Vec::new();
+        while conn.outbox.next_batch(&mut batch).await {}
+        batch
+            .into_iter()
+            .filter_map(|item| match item {
+                Outbound::Frame(frame) => {
+                    let v: serde_json::Value = serde_json::from_slice(frame.as_bytes()).unwrap();
+                    Some((v["delivered"].as_u64()?, v["read"].as_u64()?))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn cursors(delivered: u64, read: u64) -> Cursors {
+        Cursors {
+            delivered: Seq::new(delivered).unwrap(),
+            read: Seq::new(read).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn racing_receipts_never_push_backwards() {
+        let (alice_a, alice_b, bob) = (
+            connection(1, "alice"),
+            connection(2, "alice"),
+            connection(3, "bob"),
+        );
+        let hub = hub_with(&[&alice_a, &alice_b, &bob]);
+        let alice = UserId::new("alice").unwrap();
+        // Two devices' advances finish in the wrong order: (5,3) first, then (4,2).
+        hub.push_receipt(&alice, cursors(5, 3), ConnectionId(2), true);
+        hub.push_receipt(&alice, cursors(4, 2), ConnectionId(1), true);
+        hub.push_receipt(&alice, cursors(4, 5), ConnectionId(1), true);
+        assert_eq!(
+            receipts(&bob).await,
+            [(5, 3), (5, 5)],
+            "merged, never lower"
+        );
+        assert_eq!(receipts(&alice_a).await, [(5, 3)], "not back to the sender");
+    }
+
+    #[tokio::test]
+    async fn large_room_receipts_go_to_own_connections_only() {
+        let (alice_a, alice_b, bob) = (
+            connection(1, "alice"),
+            connection(2, "alice"),
+            connection(3, "bob"),
+        );
+        let hub = hub_with(&[&alice_a, &alice_b, &bob]);
+        hub.push_receipt(
+            &UserId::new("alice").unwrap(),
+            cursors(2, 1),
+            ConnectionId(1),
+            false,
+        );
+        assert_eq!(receipts(&alice_b).await, [(2, 1)]);
+        assert!(receipts(&bob).await.is_empty());
+        assert!(receipts(&alice_a).await.is_empty());
     }
 }

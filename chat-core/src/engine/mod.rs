@@ -189,6 +189,7 @@ impl EngineBuilder {
             admitted: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             lease_stop: Arc::new(tokio::sync::Notify::new()),
+            shutdown: tokio::sync::Notify::new(),
         });
         tokio::spawn(Inner::keep_lease(
             Arc::downgrade(&inner),
@@ -264,6 +265,7 @@ impl Engine {
     /// connection tasks to end.
     pub fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
+        self.inner.shutdown.notify_waiters();
         for connection in self.inner.connections.all() {
             connection.close(CloseCode::ShuttingDown);
         }
@@ -296,11 +298,25 @@ struct Inner {
     admitted: AtomicUsize,
     shutting_down: AtomicBool,
     lease_stop: Arc<tokio::sync::Notify>,
+    /// Wakes connections that have no session yet when shutting down.
+    shutdown: tokio::sync::Notify,
 }
 
 impl Inner {
     fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Returns once [`Engine::shutdown`] was called. Cancel safe.
+    async fn shutting_down(&self) {
+        loop {
+            let mut notified = std::pin::pin!(self.shutdown.notified());
+            notified.as_mut().enable();
+            if self.shutting_down.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Whether the user of `conn` is a member of `room`: the connection's cache first, the

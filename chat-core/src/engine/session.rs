@@ -22,13 +22,16 @@ use crate::outbox::{Outbound, Outbox, OutboxLimits};
 use crate::presence::PresenceChange;
 use crate::protocol::{
     ClientFrame, CloseCode, ErrorCode, HelloReply, HistoryQuery, HistoryReply, MemberAction,
-    MemberInfo, MembersReply, PresenceInfo, PresenceReply, PresenceStatus, ReceiptPush, ReplyBody,
-    Request, RoomState, SendReply, SendTarget, ServerFrame,
+    MemberInfo, MembersReply, PresenceInfo, PresenceReply, PresenceStatus, ReplyBody, Request,
+    RoomState, SendReply, SendTarget, ServerFrame,
 };
 use crate::store::Appended;
 
 /// How long a connection that we closed may take to answer our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a connection may take to receive what was queued before its close (a slow
+/// consumer's socket may not drain at all): then it is dropped.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A room to bring up to date after `hello`.
 struct Catchup {
@@ -78,6 +81,12 @@ pub(super) async fn serve<I, O>(
         () = heartbeat => {
             tracing::debug!(user = %conn.user(), conn = %conn.id(), "silent for two heartbeats: closed");
         }
+        () = async {
+            conn.outbox.wait_closing().await;
+            tokio::time::sleep(CLOSE_DEADLINE).await;
+        } => {
+            tracing::debug!(user = %conn.user(), conn = %conn.id(), "closing took too long: dropped");
+        }
         () = catching_up => {}
     }
     end_session(&engine, &conn).await;
@@ -117,7 +126,14 @@ where
     }
     let deadline = Instant::now() + engine.config.hello_timeout;
     let text = loop {
-        match tokio::time::timeout_at(deadline, inbound.next()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, inbound.next()) => next,
+            () = engine.shutting_down() => {
+                refuse(outbound, None, CloseCode::ShuttingDown).await;
+                return None;
+            }
+        };
+        match next {
             Err(_) => {
                 refuse(outbound, None, CloseCode::Unauthorized).await;
                 return None;
@@ -685,18 +701,10 @@ impl Session<'_> {
         let user = self.user();
         let change = self.engine.delivery.advance(&room, user, update).await?;
         if change.moved {
-            let frame = ServerFrame::Receipt(ReceiptPush {
-                room: room.clone(),
-                user: user.clone(),
-                delivered: change.cursors.delivered,
-                read: change.cursors.read,
-            })
-            .encode();
-            let me = self.conn.id();
-            if self.engine.store.member_count(&room).await? > self.engine.config.large_room {
-                self.engine.connections.send_to_user(user, &frame, Some(me));
-            } else if let Some(hub) = self.engine.hubs.get(&room) {
-                hub.broadcast(&frame, |c| c.id() != me);
+            let everyone =
+                self.engine.store.member_count(&room).await? <= self.engine.config.large_room;
+            if let Some(hub) = self.engine.hubs.get(&room) {
+                hub.push_receipt(user, change.cursors, self.conn.id(), everyone);
             }
         }
         Ok(ReplyBody::Empty)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::auth::DevAuthenticator;
-use chat_core::{Clock, Engine, EngineConfig};
+use chat_core::{Clock, Engine, EngineConfig, MessageStore};
 use chat_store_memory::{MemoryPresence, MemoryStore};
 use chat_transport_ws::WsServer;
 use futures_util::{SinkExt, StreamExt};
@@ -37,9 +37,18 @@ impl TestServer {
     }
 
     pub async fn with_config(config: EngineConfig) -> TestServer {
+        TestServer::with_store(config, |store| store).await
+    }
+
+    /// A server whose `MessageStore` is `wrap(memory store)` (to inject failures); delivery
+    /// cursors stay on the memory store.
+    pub async fn with_store(
+        config: EngineConfig,
+        wrap: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn MessageStore>,
+    ) -> TestServer {
         let store = Arc::new(MemoryStore::new());
         let engine = Engine::builder(
-            store.clone(),
+            wrap(store.clone()),
             store.clone(),
             Arc::new(MemoryPresence::default()),
             Arc::new(DevAuthenticator),
