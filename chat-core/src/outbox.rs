@@ -73,8 +73,10 @@ impl Outbox {
         if state.close.is_some() {
             return Err(Refused::Closed);
         }
+        // One frame larger than the byte limit still goes through an empty queue (a big
+        // reply); anything else beyond a limit is an overflow.
         if state.queue.len() >= self.limits.max_frames
-            || state.bytes + frame.len() > self.limits.max_bytes
+            || (!state.queue.is_empty() && state.bytes + frame.len() > self.limits.max_bytes)
         {
             Self::close_locked(&mut state, CloseCode::SlowConsumer);
             drop(state);
@@ -92,7 +94,8 @@ impl Outbox {
     /// which pushes may have raced). Not counted against the limits.
     pub(crate) fn push_front(&self, frame: Encoded) {
         let mut state = self.state.lock();
-        if state.close.is_none() {
+        // Also while a graceful close is pending: the reply goes out before the close.
+        if !state.finished && state.close != Some(CloseCode::SlowConsumer) {
             state.bytes += frame.len();
             state.queue.push_front(Outbound::Frame(frame));
             drop(state);
@@ -100,9 +103,16 @@ impl Outbox {
         }
     }
 
-    /// Queues a frame once the queue is at most half full, so that a replay leaves room for
-    /// live frames. Cancel safe: a dropped call queued nothing.
+    /// Queues a frame once the queue is at most half full, so that a replay or a reply
+    /// leaves room for live frames. Cancel safe: a dropped call queued nothing.
     pub(crate) async fn push_paced(&self, frame: Encoded) -> Result<(), Refused> {
+        self.wait_for_room(frame.len()).await?;
+        self.push(frame)
+    }
+
+    /// Waits until the queue is at most half full (in frames, and in bytes with `len` more),
+    /// or empty. Cancel safe.
+    pub(crate) async fn wait_for_room(&self, len: usize) -> Result<(), Refused> {
         loop {
             let mut space = pin!(self.space.notified());
             space.as_mut().enable();
@@ -112,10 +122,9 @@ impl Outbox {
                     return Err(Refused::Closed);
                 }
                 let half_frames = state.queue.len() < self.limits.max_frames / 2;
-                let half_bytes = state.bytes + frame.len() <= self.limits.max_bytes / 2;
-                if half_frames && (half_bytes || state.queue.is_empty()) {
-                    drop(state);
-                    return self.push(frame);
+                let half_bytes = state.bytes + len <= self.limits.max_bytes / 2;
+                if state.queue.is_empty() || (half_frames && half_bytes) {
+                    return Ok(());
                 }
             }
             space.await;

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 struct Conn {
     to_engine: mpsc::Sender<Inbound>,
     from_engine: mpsc::Receiver<Outbound>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Conn {
@@ -27,7 +28,7 @@ impl Conn {
         let (outbound, from_engine) = mpsc::channel(1024);
         let admission = engine.admit().unwrap();
         let engine = engine.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             engine
                 .serve(admission, Peer::default(), inbound, outbound)
                 .await;
@@ -35,6 +36,7 @@ impl Conn {
         Conn {
             to_engine,
             from_engine,
+            task,
         }
     }
 
@@ -113,4 +115,39 @@ async fn a_message_is_encoded_once_for_every_recipient() {
         pointers.windows(2).all(|w| w[0] == w[1]),
         "each recipient got its own serialization: {pointers:?}"
     );
+}
+
+/// A transport may drop a connection's future (an aborted task, a server shutting down
+/// past its grace): the session still ends — unregistered, out of its rooms, offline.
+#[tokio::test]
+async fn a_dropped_serve_future_still_ends_the_session() {
+    let engine = engine();
+    let mut alice = Conn::open(&engine);
+    alice.hello_and_join("alice", "general").await;
+    let mut bob = Conn::open(&engine);
+    bob.hello_and_join("bob", "general").await;
+    assert_eq!(engine.connections(), 2);
+    alice.task.abort();
+    let (_, offline) = bob
+        .frame_where(|v| {
+            v["type"] == "presence" && v["user"] == "alice" && v["status"] == "offline"
+        })
+        .await;
+    assert!(offline["last_seen"].is_u64());
+    assert_eq!(
+        engine.connections(),
+        1,
+        "the aborted session is unregistered"
+    );
+    bob.send(json!({"type":"members","id":9,"room":"general"}))
+        .await;
+    let (_, members) = bob.frame_where(|v| v["id"] == 9).await;
+    let alice_entry = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user"] == "alice")
+        .unwrap()
+        .clone();
+    assert_eq!(alice_entry["status"], "offline");
 }

@@ -32,7 +32,8 @@ pub struct WsConfig {
     /// Bytes buffered before a write goes to the socket (default 16 KiB); each batch of
     /// frames is flushed at once anyway.
     pub write_buffer: usize,
-    /// On shutdown, how long connections may take to say goodbye (default 5 s).
+    /// On shutdown, how long connections may take to say goodbye (default 10 s: longer
+    /// than the engine's own 5 s deadline for a close, so sessions end by themselves).
     pub shutdown_grace: Duration,
 }
 
@@ -43,7 +44,7 @@ impl Default for WsConfig {
             handshake_timeout: Duration::from_secs(10),
             read_buffer: 4 * 1024,
             write_buffer: 16 * 1024,
-            shutdown_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }

@@ -24,6 +24,12 @@ pub struct EngineConfig {
     pub history_default: usize,
     /// Largest `history` page (default 500; protocol v1 promises at least 500).
     pub history_cap: usize,
+    /// Largest `history` reply in bytes (default 2 MiB): a page of large messages is cut
+    /// short (with `more: true`) rather than sent whole.
+    pub history_max_bytes: usize,
+    /// Most rooms (direct rooms included) a user may be a member of (default 10,000): a
+    /// `join` or `to` send beyond is `forbidden`.
+    pub max_rooms_per_user: usize,
     /// Interval of WebSocket pings (default 25 s); a connection silent for two intervals
     /// is closed and its presence updated.
     pub heartbeat: Duration,
@@ -65,6 +71,8 @@ impl Default for EngineConfig {
             max_frame_bytes: 64 * 1024,
             history_default: 50,
             history_cap: 500,
+            history_max_bytes: 2 * 1024 * 1024,
+            max_rooms_per_user: 10_000,
             heartbeat: Duration::from_secs(25),
             hello_timeout: Duration::from_secs(10),
             typing_timeout: Duration::from_secs(10),

@@ -38,6 +38,18 @@ pub(crate) enum Attach {
     Buffered { floor: Seq },
 }
 
+/// What [`Hubs::attach`] did.
+pub(crate) struct Attached {
+    pub(crate) hub: Arc<Hub>,
+    /// The seq the member's pushes start after.
+    pub(crate) at: Seq,
+    /// Names this membership: a catch-up acts only while its member is still this one
+    /// (a leave and a join in between make a new member).
+    pub(crate) generation: u64,
+    /// Whether the member was added now (`false`: it was there already, as it was).
+    pub(crate) created: bool,
+}
+
 pub(crate) struct Hub {
     room: RoomId,
     state: Mutex<HubState>,
@@ -55,6 +67,7 @@ struct HubState {
     pending: BTreeMap<Seq, Encoded>,
     members: Vec<Member>,
     repairing: bool,
+    next_generation: u64,
     /// The cursors last pushed for each user with a connection here: receipt pushes are
     /// merged into these, so that racing receipts never push a cursor backwards.
     receipts: HashMap<UserId, Cursors>,
@@ -64,6 +77,7 @@ struct Member {
     conn: Arc<LocalConnection>,
     floor: Seq,
     buffer: Option<Vec<(Seq, Encoded)>>,
+    generation: u64,
 }
 
 impl Member {
@@ -129,6 +143,12 @@ impl HubState {
     fn has_gap(&self) -> bool {
         self.ready && self.known > self.delivered
     }
+
+    fn member(&mut self, conn: ConnectionId, generation: u64) -> Option<&mut Member> {
+        self.members
+            .iter_mut()
+            .find(|m| m.conn.id() == conn && m.generation == generation)
+    }
 }
 
 impl Hub {
@@ -143,16 +163,33 @@ impl Hub {
                 pending: BTreeMap::new(),
                 members: Vec::new(),
                 repairing: false,
+                next_generation: 0,
                 receipts: HashMap::new(),
             }),
         }
     }
 
-    /// Takes the buffered messages of `conn` (oldest first). When none are left the member
-    /// is switched to live and an empty list comes back. `None` when `conn` is not a member.
-    pub(crate) fn go_live(&self, conn: ConnectionId) -> Option<Vec<(Seq, Encoded)>> {
+    /// Queues a replayed frame for a buffered member, if it is still that member (same
+    /// generation, still buffered). `false` means stop: the member left, went live, or the
+    /// connection closed (4008 if its queue overflowed).
+    pub(crate) fn replay(&self, conn: ConnectionId, generation: u64, frame: Encoded) -> bool {
         let mut state = self.state.lock();
-        let member = state.members.iter_mut().find(|m| m.conn.id() == conn)?;
+        match state.member(conn, generation) {
+            Some(member) if member.buffer.is_some() => member.conn.push(frame).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Takes the buffered messages of a member (oldest first). When none are left the
+    /// member is switched to live and an empty list comes back. `None` when it is no longer
+    /// that member.
+    pub(crate) fn go_live(
+        &self,
+        conn: ConnectionId,
+        generation: u64,
+    ) -> Option<Vec<(Seq, Encoded)>> {
+        let mut state = self.state.lock();
+        let member = state.member(conn, generation)?;
         let taken = member
             .buffer
             .as_mut()
@@ -229,8 +266,7 @@ pub(crate) struct Hubs {
 
 impl std::fmt::Debug for Hubs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rooms: usize = self.shards.iter().map(|s| s.lock().len()).sum();
-        f.debug_struct("Hubs").field("rooms", &rooms).finish()
+        f.debug_struct("Hubs").field("rooms", &self.len()).finish()
     }
 }
 
@@ -246,6 +282,11 @@ impl Hubs {
 
     fn shard(&self, room: &RoomId) -> &HubShard {
         &self.shards[(self.hasher.hash_one(room) as usize) % SHARDS]
+    }
+
+    /// How many rooms have a hub on this node.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
     /// The hub of `room`, if this node has one.
@@ -266,26 +307,40 @@ impl Hubs {
         hub
     }
 
-    /// Adds `conn` to the hub of `room` (creating and initializing the hub from the store's
-    /// latest seq, or from `latest` when the caller just read it). Returns the hub and the
-    /// seq the member starts after.
+    /// Drops `hub` from the map if it has no members and no repair running.
+    fn remove_if_empty(&self, hub: &Arc<Hub>) {
+        {
+            let mut state = hub.state.lock();
+            if !state.members.is_empty() || state.repairing {
+                return;
+            }
+            state.detached = true;
+        }
+        let mut shard = self.shard(&hub.room).lock();
+        if shard.get(&hub.room).is_some_and(|h| Arc::ptr_eq(h, hub)) {
+            shard.remove(&hub.room);
+        }
+    }
+
+    /// Adds `conn` to the hub of `room`, creating the hub (at the store's latest seq, read
+    /// once the hub is in place so that nothing published meanwhile is missed). A member
+    /// already there stays as it is. [`Error::Closed`](crate::Error::Closed) for a closed
+    /// connection.
     pub(crate) async fn attach(
-        &self,
+        self: &Arc<Self>,
         room: &RoomId,
         conn: &Arc<LocalConnection>,
         how: Attach,
-        latest: Option<Seq>,
-    ) -> Result<(Arc<Hub>, Seq)> {
+    ) -> Result<Attached> {
         loop {
             let hub = self.get_or_create(room);
             if !hub.state.lock().ready {
-                let latest = match latest {
-                    Some(latest) => latest,
-                    None => self
-                        .store
-                        .room(room)
-                        .await?
-                        .map_or(Seq::ZERO, |info| info.latest),
+                let latest = match self.store.room(room).await {
+                    Ok(info) => info.map_or(Seq::ZERO, |info| info.latest),
+                    Err(e) => {
+                        self.remove_if_empty(&hub);
+                        return Err(e);
+                    }
                 };
                 self.initialize(&hub, latest);
             }
@@ -293,24 +348,45 @@ impl Hubs {
             if state.detached {
                 continue;
             }
-            if !state.members.iter().any(|m| m.conn.id() == conn.id()) {
-                let (floor, buffer) = match how {
-                    Attach::Live => (Seq::ZERO, None),
-                    Attach::Buffered { floor } => (floor, Some(Vec::new())),
-                };
-                state.members.push(Member {
-                    conn: conn.clone(),
-                    floor,
-                    buffer,
+            if conn.is_closed() {
+                drop(state);
+                self.remove_if_empty(&hub);
+                return Err(crate::Error::Closed);
+            }
+            let at = state.delivered;
+            if let Some(member) = state.members.iter().find(|m| m.conn.id() == conn.id()) {
+                let generation = member.generation;
+                drop(state);
+                return Ok(Attached {
+                    hub,
+                    at,
+                    generation,
+                    created: false,
                 });
             }
-            let delivered = state.delivered;
+            let (floor, buffer) = match how {
+                Attach::Live => (Seq::ZERO, None),
+                Attach::Buffered { floor } => (floor, Some(Vec::new())),
+            };
+            state.next_generation += 1;
+            let generation = state.next_generation;
+            state.members.push(Member {
+                conn: conn.clone(),
+                floor,
+                buffer,
+                generation,
+            });
             drop(state);
-            return Ok((hub, delivered));
+            return Ok(Attached {
+                hub,
+                at,
+                generation,
+                created: true,
+            });
         }
     }
 
-    fn initialize(&self, hub: &Arc<Hub>, latest: Seq) {
+    fn initialize(self: &Arc<Self>, hub: &Arc<Hub>, latest: Seq) {
         let mut state = hub.state.lock();
         if state.ready {
             return;
@@ -333,61 +409,54 @@ impl Hubs {
         };
         {
             let mut state = hub.state.lock();
-            let Some(at) = state.members.iter().position(|m| m.conn.id() == conn) else {
-                return;
-            };
-            let user = state.members.remove(at).conn.user().clone();
-            if !state.members.iter().any(|m| *m.conn.user() == user) {
-                // Its cursors may restart from 0 if it leaves and joins again.
-                state.receipts.remove(&user);
+            if let Some(at) = state.members.iter().position(|m| m.conn.id() == conn) {
+                let user = state.members.remove(at).conn.user().clone();
+                if !state.members.iter().any(|m| *m.conn.user() == user) {
+                    // Its cursors may restart from 0 if it leaves and joins again.
+                    state.receipts.remove(&user);
+                }
             }
-            if !state.members.is_empty() || state.repairing {
-                return;
-            }
-            state.detached = true;
         }
-        let mut shard = self.shard(room).lock();
-        if shard.get(room).is_some_and(|h| Arc::ptr_eq(h, &hub)) {
-            shard.remove(room);
-        }
+        self.remove_if_empty(&hub);
     }
 
     /// Hands message `seq` of `room` to the room's local members, in order. Messages at or
     /// below the room's position are ignored, so publishing twice is harmless.
-    pub(crate) fn publish(&self, room: &RoomId, seq: Seq, frame: Encoded) {
-        if let Some(hub) = self.get(room) {
-            self.publish_to(&hub, seq, frame);
-        }
-    }
-
-    fn publish_to(&self, hub: &Arc<Hub>, seq: Seq, frame: Encoded) {
+    pub(crate) fn publish(self: &Arc<Self>, room: &RoomId, seq: Seq, frame: Encoded) {
+        let Some(hub) = self.get(room) else {
+            return;
+        };
         let mut state = hub.state.lock();
         state.accept(seq, frame, self.settings.buffer_cap);
         let repair = state.has_gap() && !std::mem::replace(&mut state.repairing, true);
         drop(state);
         if repair {
-            self.spawn_repair(hub.clone());
+            self.spawn_repair(hub);
         }
     }
 
     /// Reads a room's missing messages from the store after `gap_wait`, until no gap is
-    /// left. Runs without the caller, so that a lost message never stalls a room.
-    fn spawn_repair(&self, hub: Arc<Hub>) {
-        let store = self.store.clone();
-        let settings = self.settings;
+    /// left or nobody is left to receive them. Runs without the caller, so that a lost
+    /// message never stalls a room.
+    fn spawn_repair(self: &Arc<Self>, hub: Arc<Hub>) {
+        let hubs = self.clone();
         tokio::spawn(async move {
+            let settings = hubs.settings;
             loop {
                 tokio::time::sleep(settings.gap_wait).await;
                 let (from, to) = {
                     let mut state = hub.state.lock();
-                    if !state.has_gap() {
+                    if !state.has_gap() || state.members.is_empty() {
                         state.repairing = false;
+                        drop(state);
+                        hubs.remove_if_empty(&hub);
                         return;
                     }
                     (state.delivered, state.known)
                 };
                 let limit = (to.get() - from.get()).min(REPAIR_PAGE) as usize;
-                let Ok(page) = store
+                let Ok(page) = hubs
+                    .store
                     .history(&hub.room, HistoryQuery::After(from), limit)
                     .await
                 else {
@@ -431,6 +500,7 @@ mod tests {
                 conn: Arc::clone(conn),
                 floor: Seq::ZERO,
                 buffer: None,
+                generation: 0,
             })
             .collect();
         hub

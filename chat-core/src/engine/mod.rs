@@ -19,14 +19,17 @@ mod hub;
 mod rate;
 mod session;
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::sync::mpsc;
 
 pub use self::config::EngineConfig;
 use self::hub::{Attach, HubSettings, Hubs};
@@ -34,7 +37,7 @@ use crate::auth::{Authenticator, Authorizer, DefaultAuthorizer};
 use crate::connection::{ConnectionManager, LocalConnection, LocalConnections};
 use crate::delivery::DeliveryTracker;
 use crate::error::{Error, Result};
-use crate::id::{NodeId, RoomId, Seq, UserId};
+use crate::id::{ConnectionId, NodeId, RoomId, Seq, UserId};
 pub use crate::outbox::Outbound;
 use crate::presence::PresenceTracker;
 use crate::protocol::{CloseCode, MemberAction, MemberPush, PresenceInfo, ServerFrame, TypingPush};
@@ -166,13 +169,14 @@ impl EngineBuilder {
     pub fn build(self) -> Engine {
         let mut config = self.config;
         config.history_cap = config.history_cap.max(500);
-        let hubs = Hubs::new(
+        let hubs = Arc::new(Hubs::new(
             self.store.clone(),
             HubSettings {
                 gap_wait: config.gap_wait,
                 buffer_cap: config.catchup_buffer,
             },
-        );
+        ));
+        let (presence_tx, presence_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             config,
             node: self.node,
@@ -184,6 +188,11 @@ impl EngineBuilder {
             authorizer: self.authorizer,
             connections: self.connections,
             hubs,
+            membership_locks: (0..MEMBERSHIP_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            lock_hasher: RandomState::new(),
+            presence_tx,
             typing: Mutex::default(),
             next_connection: AtomicU64::new(1),
             admitted: AtomicUsize::new(0),
@@ -195,6 +204,7 @@ impl EngineBuilder {
             Arc::downgrade(&inner),
             inner.lease_stop.clone(),
         ));
+        tokio::spawn(Inner::announce_loop(Arc::downgrade(&inner), presence_rx));
         Engine { inner }
     }
 }
@@ -280,6 +290,9 @@ impl Engine {
 
 type TypingKey = (RoomId, UserId);
 
+/// Stripes of the membership lock.
+const MEMBERSHIP_LOCKS: usize = 256;
+
 /// The shared state behind [`Engine`].
 struct Inner {
     config: EngineConfig,
@@ -291,7 +304,12 @@ struct Inner {
     authenticator: Arc<dyn Authenticator>,
     authorizer: Arc<dyn Authorizer>,
     connections: Arc<dyn ConnectionManager>,
-    hubs: Hubs,
+    hubs: Arc<Hubs>,
+    /// Membership changes per user, striped (see [`Inner::membership_lock`]).
+    membership_locks: Box<[tokio::sync::Mutex<()>]>,
+    lock_hasher: RandomState,
+    /// Presence changes for the announcer task.
+    presence_tx: mpsc::UnboundedSender<PresenceInfo>,
     /// (room, user) → when their `typing` expires.
     typing: Mutex<HashMap<TypingKey, tokio::time::Instant>>,
     next_connection: AtomicU64,
@@ -328,19 +346,60 @@ impl Inner {
         self.store.is_member(room, conn.user()).await
     }
 
-    /// Puts `conn` into the room's hub, live from the hub's position; returns that position.
-    async fn attach(&self, conn: &Arc<LocalConnection>, room: &RoomId) -> Result<Seq> {
-        let (_, at) = self.hubs.attach(room, conn, Attach::Live, None).await?;
-        conn.rooms.lock().insert(room.clone());
-        Ok(at)
+    /// The lock that serializes the membership changes of `user` on this node (and the setup
+    /// of its sessions). It is held across the store's change and the hubs' change, so that
+    /// a join and a leave racing from two devices cannot leave a non-member attached.
+    fn membership_lock(&self, user: &UserId) -> &tokio::sync::Mutex<()> {
+        let stripe = (self.lock_hasher.hash_one(user) as usize) % self.membership_locks.len();
+        &self.membership_locks[stripe]
     }
 
-    /// Puts every local connection of `user` into the room's hub.
-    async fn attach_user(&self, user: &UserId, room: &RoomId) -> Result<()> {
-        for conn in self.connections.connections_of(user) {
-            self.attach(&conn, room).await?;
+    /// Locks the memberships of two users, in a fixed order (once when they share a lock).
+    async fn lock_memberships<'a>(
+        &'a self,
+        a: &UserId,
+        b: &UserId,
+    ) -> (
+        tokio::sync::MutexGuard<'a, ()>,
+        Option<tokio::sync::MutexGuard<'a, ()>>,
+    ) {
+        let (first, second) = (self.membership_lock(a), self.membership_lock(b));
+        if std::ptr::eq(first, second) {
+            return (first.lock().await, None);
         }
-        Ok(())
+        let (first, second) = if (first as *const _) < (second as *const _) {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        let guard = first.lock().await;
+        (guard, Some(second.lock().await))
+    }
+
+    /// Puts `conn` into the room's hub, live from the hub's position; returns that position.
+    async fn attach(&self, conn: &Arc<LocalConnection>, room: &RoomId) -> Result<Seq> {
+        let attached = self.hubs.attach(room, conn, Attach::Live).await?;
+        conn.rooms.lock().insert(room.clone());
+        Ok(attached.at)
+    }
+
+    /// Puts every local connection of `user` into the room's hub; returns the position of
+    /// connection `me` if it is one of them.
+    async fn attach_user(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        me: Option<ConnectionId>,
+    ) -> Result<Option<Seq>> {
+        let mut mine = None;
+        for conn in self.connections.connections_of(user) {
+            match self.attach(&conn, room).await {
+                Ok(at) if Some(conn.id()) == me => mine = Some(at),
+                Ok(_) | Err(Error::Closed) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(mine)
     }
 
     /// Takes every local connection of `user` out of the room's hub.
@@ -365,33 +424,78 @@ impl Inner {
     }
 
     /// Makes `user` a member of `room` (which must exist); when it was not one, its
-    /// connections start receiving the room and every member gets a `member` push.
-    async fn add_member(&self, room: &RoomId, user: &UserId) -> Result<bool> {
-        let added = self.store.add_member(room, user).await?;
-        if added {
-            self.attach_user(user, room).await?;
-            self.push_member(room, user, MemberAction::Join);
+    /// connections start receiving the room and every member gets a `member` push. Returns
+    /// whether it was added, and where connection `me` was attached then. The caller holds
+    /// the user's [`membership_lock`](Self::membership_lock).
+    async fn add_member(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        me: Option<ConnectionId>,
+    ) -> Result<(bool, Option<Seq>)> {
+        if !self.store.add_member(room, user).await? {
+            return Ok((false, None));
         }
-        Ok(added)
+        match self.attach_user(user, room, me).await {
+            Ok(at) => {
+                self.push_member(room, user, MemberAction::Join);
+                Ok((true, at))
+            }
+            Err(e) => {
+                // Refused frames change nothing stored: undo the membership.
+                self.detach_user(user, room);
+                if let Err(undo) = self.store.remove_member(room, user).await {
+                    tracing::warn!(%room, %user, error = %undo, "could not undo a membership");
+                }
+                Err(e)
+            }
+        }
     }
 
-    /// Tells the users who share a room that is not large with `info.user` about its new
-    /// status. Runs in its own task: it reads the store and must not hold up the caller.
-    fn announce_presence(self: &Arc<Self>, info: PresenceInfo) {
-        let engine = self.clone();
-        tokio::spawn(async move {
+    /// Queues a presence change for the announcer, which pushes changes one at a time, in
+    /// the order they happened.
+    fn announce_presence(&self, info: PresenceInfo) {
+        let _ = self.presence_tx.send(info);
+    }
+
+    /// Pushes queued presence changes to the users who share a room that is not large with
+    /// the user. Each change is checked against the tracker first: a change that a later one
+    /// already overtook (a quick reconnect) is skipped, so peers never end on a stale status.
+    async fn announce_loop(
+        engine: Weak<Inner>,
+        mut changes: mpsc::UnboundedReceiver<PresenceInfo>,
+    ) {
+        while let Some(info) = changes.recv().await {
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            let now = engine.now();
+            let current = match engine
+                .presence
+                .status(std::slice::from_ref(&info.user), now)
+                .await
+            {
+                Ok(mut current) => current.pop(),
+                Err(e) => {
+                    tracing::warn!(user = %info.user, error = %e, "presence push skipped: the tracker failed");
+                    continue;
+                }
+            };
+            if current.is_none_or(|c| c.status != info.status) {
+                continue;
+            }
             let recipients = match engine.co_members(&info.user).await {
                 Ok(recipients) => recipients,
                 Err(e) => {
                     tracing::warn!(user = %info.user, error = %e, "presence push skipped: the store failed");
-                    return;
+                    continue;
                 }
             };
             let frame = ServerFrame::Presence(info).encode();
             for user in recipients {
                 engine.connections.send_to_user(&user, &frame, None);
             }
-        });
+        }
     }
 
     /// The other members of the rooms of `user` that are not large.
