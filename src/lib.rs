@@ -11,6 +11,7 @@
 //! | [`core`] | `chat-core`: ids, protocol v1 frames and codec, backend traits | always |
 //! | `memory` | `chat-store-memory`: in-memory store, delivery and presence | `memory` (default) |
 //! | `ws` | `chat-transport-ws`: the WebSocket transport | `ws` (default) |
+//! | `client` | `chat-client`: the Rust client (reconnects, resumes, never a duplicate or a gap) | `client` |
 //!
 //! The most used items are also at the root: [`RoomId`], [`UserId`], [`MessageStore`], …
 //!
@@ -47,6 +48,7 @@
 //! | `memory` | yes | [`memory`]: `MemoryStore`, `MemoryPresence` |
 //! | `ws` | yes | [`ws`]: the WebSocket transport |
 //! | `axum` | no | `ws::axum`: the chat route for an axum app |
+//! | `client` | no | [`client`]: the Rust client |
 //! | `testkit` | no | `core::testkit`: the conformance suite for your own backends |
 
 pub use chat_core as core;
@@ -61,6 +63,9 @@ pub use chat_store_memory as memory;
 
 #[cfg(feature = "ws")]
 pub use chat_transport_ws as ws;
+
+#[cfg(feature = "client")]
+pub use chat_client as client;
 
 /// The README's examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]
