@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::client::{Client, Shared};
 use crate::driver::Driver;
 use crate::error::{ClientError, Result};
-use crate::event::Events;
+use crate::event::{Backlog, Events};
 
 /// Settings of a [`Client`], with [`ClientBuilder`] to change them.
 #[derive(Debug, Clone)]
@@ -84,8 +84,8 @@ impl ClientBuilder {
     }
 
     /// How many events wait for the application before the client stops reading the
-    /// connection (default 4,096). A server whose pushes are not read closes the
-    /// connection (4008); the client then resumes, losing nothing.
+    /// connection (default 4,096; see [`Events`]). A server whose pushes are not read
+    /// closes the connection (4008); the client then resumes, losing nothing.
     pub fn event_buffer(mut self, events: usize) -> Self {
         self.config.event_buffer = events.max(1);
         self
@@ -113,11 +113,22 @@ impl ClientBuilder {
 
     fn spawn(self, first: Option<oneshot::Sender<Result<()>>>) -> (Client, Events) {
         let (command_tx, command_rx) = mpsc::channel(256);
-        let (event_tx, event_rx) = mpsc::channel(self.config.event_buffer);
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let backlog = std::sync::Arc::new(Backlog::default());
         let shared = std::sync::Arc::new(Shared::default());
-        let driver = Driver::new(self.config, command_rx, event_tx, shared.clone(), first);
+        let driver = Driver::new(
+            self.config,
+            command_rx,
+            event_tx,
+            backlog.clone(),
+            shared.clone(),
+            first,
+        );
         tokio::spawn(driver.run());
-        (Client::new(command_tx, shared), Events::new(event_rx))
+        (
+            Client::new(command_tx, shared),
+            Events::new(event_rx, backlog),
+        )
     }
 }
 

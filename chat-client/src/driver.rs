@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use crate::client::{Command, Shared};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
-use crate::event::{ConnectionState, Event};
+use crate::event::{Backlog, ConnectionState, Event};
 use crate::rooms::{Fill, Rooms};
 
 type Ws =
@@ -53,7 +53,8 @@ enum Ended {
 pub(crate) struct Driver {
     config: ClientConfig,
     commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::UnboundedSender<Event>,
+    backlog: Arc<Backlog>,
     shared: Arc<Shared>,
     rooms: Rooms,
     pending: VecDeque<Pending>,
@@ -66,7 +67,8 @@ impl Driver {
     pub(crate) fn new(
         config: ClientConfig,
         commands: mpsc::Receiver<Command>,
-        events: mpsc::Sender<Event>,
+        events: mpsc::UnboundedSender<Event>,
+        backlog: Arc<Backlog>,
         shared: Arc<Shared>,
         first: Option<oneshot::Sender<Result<(), ClientError>>>,
     ) -> Driver {
@@ -74,6 +76,7 @@ impl Driver {
             config,
             commands,
             events,
+            backlog,
             shared,
             rooms: Rooms::default(),
             pending: VecDeque::new(),
@@ -172,7 +175,22 @@ impl Driver {
 
     async fn emit(&self, event: Event) {
         // The application may have dropped its event stream: nothing to do then.
-        let _ = self.events.send(event).await;
+        if self.events.send(event).is_ok() {
+            self.backlog.added();
+        }
+    }
+
+    /// Whether to stop reading the connection for now: the application is behind — unless
+    /// it waits for a reply (which can only be read after the pushes before it), up to a
+    /// hard limit.
+    fn reading_paused(&self) -> bool {
+        let queued = self.backlog.queued();
+        let waiting = self
+            .pending
+            .iter()
+            .any(|p| p.wire.is_some() && matches!(p.waiter, Waiter::User(_)));
+        queued >= hard_limit(self.config.event_buffer)
+            || (queued >= self.config.event_buffer && !waiting)
     }
 
     /// Takes a command while not connected (or before sending it).
@@ -241,8 +259,10 @@ impl Driver {
         let mut last_heard = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
+            let paused = self.reading_paused();
             tokio::select! {
-                read = ws.next() => {
+                () = self.backlog.consumed(), if paused => {}
+                read = ws.next(), if !paused => {
                     last_heard = Instant::now();
                     match read {
                         Some(Ok(WsMessage::Text(text))) => {
@@ -258,7 +278,10 @@ impl Driver {
                             if code == Some(CloseCode::Unauthorized.code()) {
                                 return Ended::Fatal(ClientError::Unauthorized("the server closed the session (4001)".to_owned()));
                             }
-                            return Ended::Lost(format!("closed by the server ({code:?})"));
+                            return Ended::Lost(match frame {
+                                Some(frame) => format!("closed by the server ({} {})", u16::from(frame.code), frame.reason),
+                                None => "closed by the server".to_owned(),
+                            });
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => return Ended::Lost(format!("read: {e}")),
@@ -472,13 +495,15 @@ impl Driver {
         };
         match pending.waiter {
             Waiter::Fill(room) => {
+                // A refused fill (the room was left meanwhile) is not retried before the
+                // next session: asking again would only be refused again.
                 if let Ok(ReplyBody::History(page)) = result {
                     for message in page.messages {
                         self.on_message(message).await;
                     }
-                }
-                if let Some(fill) = self.rooms.fill_done(&room) {
-                    self.fill(fill);
+                    if let Some(fill) = self.rooms.fill_done(&room) {
+                        self.fill(fill);
+                    }
                 }
             }
             Waiter::User(reply) => {
@@ -499,6 +524,12 @@ impl Driver {
             }
         }
     }
+}
+
+/// Events that may wait for the application while it waits for a reply: 16 times the
+/// buffer, at least 8,192. Beyond, the client stops reading whatever happens.
+pub(crate) fn hard_limit(event_buffer: usize) -> usize {
+    event_buffer.saturating_mul(16).max(8_192)
 }
 
 /// 64 random bits (jitter only; never a secret).

@@ -13,18 +13,29 @@
 //!   interrupted by a disconnect is retried with the same `cid` after reconnecting, so it
 //!   is stored once; sends made while offline wait in a bounded queue.
 //!
-//! ```no_run
+//! ```
 //! use chat_client::{Event, connect};
+//! # use std::sync::Arc;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // A server to talk to, in process (in your code it runs elsewhere).
+//! # let store = Arc::new(chat_store_memory::MemoryStore::new());
+//! # let engine = chat_core::Engine::builder(store.clone(), store, Arc::new(chat_store_memory::MemoryPresence::default()), Arc::new(chat_core::auth::DevAuthenticator)).build();
+//! # let server = chat_transport_ws::WsServer::bind("127.0.0.1:0", engine).await?;
+//! # let url = format!("ws://{}/ws", server.local_addr()?);
+//! # tokio::spawn(server.run_until(std::future::pending()));
 //!
-//! # async fn demo() -> chat_client::Result<()> {
-//! let (client, mut events) = connect("ws://127.0.0.1:8080/ws", "dev:alice").await?;
-//! let general = "general".parse().expect("a valid room id");
+//! let (client, mut events) = connect(url.as_str(), "dev:alice").await?;
+//! let general = "general".parse()?;
 //! client.join(&general).await?;
 //! let ack = client.send(&general, "hello").await?;
 //! println!("stored as #{}", ack.seq);
 //! while let Some(event) = events.next().await {
 //!     match event {
-//!         Event::Message(m) => println!("[{}] {}: {}", m.room, m.from, m.body),
+//!         Event::Message(m) => {
+//!             println!("[{}] {}: {}", m.room, m.from, m.body);
+//!             # break;
+//!         }
 //!         Event::Reset(reset) => println!("{} was reset; reload it", reset.room),
 //!         _ => {}
 //!     }

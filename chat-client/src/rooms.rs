@@ -2,7 +2,7 @@
 //! and messages that arrived ahead of a gap. Pure logic, no I/O: the driver feeds it frames
 //! and does what it says.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chat_core::protocol::{ResumePoint, RoomState};
 use chat_core::{Epoch, Message, RoomId, Seq};
@@ -97,6 +97,8 @@ impl Track {
 #[derive(Debug, Default)]
 pub(crate) struct Rooms {
     map: HashMap<RoomId, Track>,
+    /// Rooms this user left in this session: a push that raced the leave is not followed.
+    left: HashSet<RoomId>,
 }
 
 /// What to do after a message arrived.
@@ -129,6 +131,16 @@ impl Rooms {
     /// delivered once, in order; a gap is held back and filled.
     pub(crate) fn offer(&mut self, message: Message) -> Offered {
         let room = message.room.clone();
+        if self.left.contains(&room) {
+            // A push racing a leave: hand it over as it is, without following the room.
+            return Offered {
+                deliver: vec![message],
+                fill: None,
+            };
+        }
+        // Any other room not followed yet is followed from here: a push racing a join (it
+        // can come before the `member` push and the join's reply) must count, or the join's
+        // reply would start the room below it and a fill would deliver it again.
         let track = self.map.entry(room.clone()).or_default();
         let seq = message.seq;
         track.known = track.known.max(seq);
@@ -167,9 +179,11 @@ impl Rooms {
     /// themselves; a changed epoch or a vanished room is a [`Reset`]; a room whose epoch was
     /// unknown is caught up with `history`; new rooms start at their latest seq.
     pub(crate) fn on_hello(&mut self, rooms: &[RoomState]) -> (Vec<Reset>, Vec<Fill>) {
+        // A new session: no push of a room left in an earlier one can come any more.
+        self.left.clear();
         let mut resets = Vec::new();
         let mut fills = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for state in rooms {
             seen.insert(state.room.clone());
             let track = self.map.entry(state.room.clone()).or_default();
@@ -214,6 +228,7 @@ impl Rooms {
     /// The reply to `join`: a new room starts at its latest seq; a room followed under
     /// another epoch is reset.
     pub(crate) fn on_join(&mut self, state: &RoomState) -> Option<Reset> {
+        self.left.remove(&state.room);
         let track = self.map.entry(state.room.clone()).or_default();
         match &track.epoch {
             Some(epoch) if *epoch == state.epoch => None,
@@ -238,12 +253,14 @@ impl Rooms {
     /// This user became a member on another device (or through someone's `to` send): the
     /// room is followed from its first message.
     pub(crate) fn on_joined_elsewhere(&mut self, room: &RoomId) {
+        self.left.remove(room);
         self.map.entry(room.clone()).or_default();
     }
 
     /// This user left the room.
     pub(crate) fn on_left(&mut self, room: &RoomId) {
         self.map.remove(room);
+        self.left.insert(room.clone());
     }
 
     /// The last seq handed to the application for `room`.
@@ -308,6 +325,33 @@ mod tests {
         }
         assert_eq!(seqs(&got), [4, 5, 6, 7, 8]);
         assert!(rooms.fill_done(&RoomId::new("r").unwrap()).is_none());
+    }
+
+    #[test]
+    fn pushes_racing_a_join_count_and_pushes_racing_a_leave_are_not_followed() {
+        let mut rooms = Rooms::default();
+        let r = RoomId::new("r").unwrap();
+        rooms.on_hello(&[]);
+        // The server attached this connection at #0; #1 and #2 were pushed before its
+        // `member` push and its join reply.
+        let mut got = Vec::new();
+        for seq in 1..=2 {
+            got.extend(rooms.offer(msg("r", seq)).deliver);
+        }
+        rooms.on_joined_elsewhere(&r);
+        assert!(rooms.on_join(&state("r", "e1", 0)).is_none());
+        let next = rooms.offer(msg("r", 3));
+        assert!(next.fill.is_none(), "#1 and #2 are not missing");
+        got.extend(next.deliver);
+        assert_eq!(seqs(&got), [1, 2, 3], "once each, in order");
+
+        rooms.on_left(&r);
+        assert_eq!(seqs(&rooms.offer(msg("r", 4)).deliver), [4]);
+        assert!(
+            rooms.last(&r).is_none(),
+            "a room left is not followed again"
+        );
+        assert!(rooms.resume_points().is_empty());
     }
 
     #[test]

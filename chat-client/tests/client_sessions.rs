@@ -307,3 +307,35 @@ async fn a_server_restart_is_signalled_as_a_reset() {
     );
     second.stop().await;
 }
+
+/// An application may await a request inside its event loop, even with a tiny event
+/// buffer: the client keeps reading while a reply is awaited.
+#[tokio::test]
+async fn awaiting_a_request_inside_the_event_loop_does_not_stall_the_client() {
+    let server = Server::start(EngineConfig::default()).await;
+    let (alice, mut alice_events) = ClientBuilder::new(server.url(), "dev:alice")
+        .event_buffer(2)
+        .connect()
+        .await
+        .unwrap();
+    let (bob, _bob_events) = chat_client::connect(server.url(), "dev:bob").await.unwrap();
+    let general = room("general");
+    alice.join(&general).await.unwrap();
+    bob.join(&general).await.unwrap();
+    for i in 0..100 {
+        bob.send(&general, format!("m{i}")).await.unwrap();
+    }
+    let mut read = 0;
+    while read < 100 {
+        let event = tokio::time::timeout(WAIT, alice_events.next())
+            .await
+            .expect("the client stalled")
+            .unwrap();
+        if let Event::Message(m) = event {
+            // A request awaited right here, with events still arriving behind it.
+            alice.mark_read(&general, m.seq).await.unwrap();
+            read += 1;
+        }
+    }
+    server.stop().await;
+}

@@ -1353,3 +1353,30 @@ async fn the_sender_receives_its_own_message_on_every_connection() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn send_to_makes_the_other_a_member_even_after_the_sender_joined_the_direct_room() {
+    let server = TestServer::start().await;
+    let mut eve = server.client("eve").await;
+    eve.join("dm:carol:eve").await;
+    let sent = eve
+        .ok(json!({"type":"send","to":"carol","cid":"c-1","body":"hi carol"}))
+        .await;
+    assert_eq!(sent["room"], "dm:carol:eve");
+    let members = eve
+        .ok(json!({"type":"members","room":"dm:carol:eve"}))
+        .await;
+    let users: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["carol", "eve"]);
+    let mut carol = server.client("carol").await;
+    let history = carol
+        .ok(json!({"type":"history","room":"dm:carol:eve"}))
+        .await;
+    assert_eq!(history["messages"][0]["body"], "hi carol");
+    server.stop().await;
+}

@@ -22,6 +22,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub struct Server {
     pub addr: SocketAddr,
     pub engine: Engine,
+    /// The server's store: still readable after [`Server::kill`] (what the dead server held).
+    pub store: Arc<MemoryStore>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -32,7 +34,7 @@ impl Server {
         let store = Arc::new(MemoryStore::new());
         let engine = Engine::builder(
             store.clone(),
-            store,
+            store.clone(),
             Arc::new(MemoryPresence::default()),
             Arc::new(DevAuthenticator),
         )
@@ -47,6 +49,7 @@ impl Server {
         Server {
             addr,
             engine,
+            store,
             stop: Some(stop),
             task: Some(task),
         }

@@ -129,6 +129,13 @@ impl FaultProxy {
         true
     }
 
+    /// Stalls every open link (see [`FaultProxy::stall_nth`]).
+    pub fn stall_all(&self) {
+        for link in self.state.links.lock().values() {
+            let _ = link.mode.send(Mode::Stalled);
+        }
+    }
+
     /// Holds what the server sends on every open link, while what clients send still
     /// reaches it: requests take effect, their replies wait.
     pub fn stall_down_all(&self) {

@@ -715,7 +715,11 @@ impl Session<'_> {
             SendTarget::To(other) => {
                 let room = RoomId::direct(user, &other);
                 self.authorize(&room, Action::Send).await?;
-                if !self.conn.rooms.lock().contains(&room) {
+                // Both users must be members, whoever joined or left before: the sender's
+                // cache answers for the sender, the store for the other.
+                let mine = self.conn.rooms.lock().contains(&room);
+                let theirs = other == *user || self.engine.store.is_member(&room, &other).await?;
+                if !mine || !theirs {
                     let _memberships = self.engine.lock_memberships(user, &other).await;
                     self.check_room_quota(&room)?;
                     self.engine.store.ensure_room(&room).await?;
