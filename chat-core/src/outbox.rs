@@ -42,6 +42,8 @@ struct State {
     close: Option<CloseCode>,
     /// The writer has taken the close: the connection is gone.
     finished: bool,
+    /// Paced pushers waiting for room (the writer wakes them only when there are some).
+    paced: usize,
 }
 
 /// The outbound queue. Live pushes never wait: a full queue closes the connection with 4008
@@ -84,9 +86,14 @@ impl Outbox {
             return Err(Refused::Overflow);
         }
         state.bytes += frame.len();
+        let was_empty = state.queue.is_empty();
         state.queue.push_back(Outbound::Frame(frame));
         drop(state);
-        self.writer.notify_one();
+        // The writer waits only on an empty queue: a frame joining others needs no wake-up
+        // (the writer looks at the queue again after each batch).
+        if was_empty {
+            self.writer.notify_one();
+        }
         Ok(())
     }
 
@@ -117,7 +124,7 @@ impl Outbox {
             let mut space = pin!(self.space.notified());
             space.as_mut().enable();
             {
-                let state = self.state.lock();
+                let mut state = self.state.lock();
                 if state.close.is_some() {
                     return Err(Refused::Closed);
                 }
@@ -126,7 +133,10 @@ impl Outbox {
                 if state.queue.is_empty() || (half_frames && half_bytes) {
                     return Ok(());
                 }
+                // Counted under the same lock as the check: the writer's next drain sees it.
+                state.paced += 1;
             }
+            let _counted = PacedWaiter(self);
             space.await;
         }
     }
@@ -194,6 +204,22 @@ impl Outbox {
         self.wake_all();
     }
 
+    /// Waits until there is something to write (frames, a close) or the connection is gone.
+    /// Cancel safe.
+    pub(crate) async fn wait_ready(&self) {
+        loop {
+            let mut ready = pin!(self.writer.notified());
+            ready.as_mut().enable();
+            {
+                let state = self.state.lock();
+                if state.finished || !state.queue.is_empty() || state.close.is_some() {
+                    return;
+                }
+            }
+            ready.await;
+        }
+    }
+
     /// Waits for work and moves every queued item into `batch`. Ends with a
     /// [`Outbound::Close`] once the queue is empty and the connection is closing; returns
     /// `false` when there is nothing more to write, ever.
@@ -211,8 +237,11 @@ impl Outbox {
                 if !state.queue.is_empty() {
                     batch.extend(state.queue.drain(..));
                     state.bytes = 0;
+                    let paced = state.paced > 0;
                     drop(state);
-                    self.space.notify_waiters();
+                    if paced {
+                        self.space.notify_waiters();
+                    }
                     return true;
                 }
                 if let Some(code) = state.close {
@@ -223,6 +252,15 @@ impl Outbox {
             }
             ready.await;
         }
+    }
+}
+
+/// Uncounts a paced pusher when its wait ends (or is dropped).
+struct PacedWaiter<'a>(&'a Outbox);
+
+impl Drop for PacedWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().paced -= 1;
     }
 }
 

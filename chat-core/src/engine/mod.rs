@@ -11,8 +11,10 @@
 //! decode (once) → rate limit → membership (cached per connection) → authorizer →
 //! `MessageStore::append` (the store assigns the seq) → encode the push once → the room's
 //! hub hands the shared bytes to each local member connection in seq order → `ok`.
-//! Append and hand-off run in their own task, so a client that disconnects mid-send can
-//! never leave a stored message undelivered to the others.
+//! The hand-off follows the append with no await between them, so a message the store
+//! accepted reaches the room even if its sender disconnects right then; a store whose
+//! append is cancelled half-way is covered by the retry (same `cid`) and the hub's gap
+//! repair.
 
 mod config;
 mod hub;

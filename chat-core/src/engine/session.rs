@@ -1,12 +1,13 @@
 //! One connection: `hello`, then requests, pushes, replays and heartbeats until it closes.
 
 use std::collections::HashMap;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::hub::{Attach, Hub};
@@ -32,6 +33,27 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long a connection may take to receive what was queued before its close (a slow
 /// consumer's socket may not drain at all): then it is dropped.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Which part of a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Reader,
+    Writer,
+    Heartbeat,
+    Deadline,
+}
+
+/// Polls the rest of a session's parts until `wanted` ends, for at most [`CLOSE_GRACE`].
+async fn wait_for<S: Stream<Item = Part> + Unpin>(parts: &mut S, wanted: Part) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(part) = parts.next().await {
+            if part == wanted {
+                return;
+            }
+        }
+    })
+    .await;
+}
 
 /// A room to bring up to date after `hello`.
 struct Catchup {
@@ -92,36 +114,51 @@ pub(super) async fn serve<I, O>(
 
     let started = Instant::now();
     let heard = AtomicU64::new(0);
-    let mut reading = pin!(read_loop(&engine, &conn, &mut inbound, &heard, started));
-    let mut writing = pin!(write_loop(&conn, &mut outbound));
-    let heartbeat = heartbeat(&conn, &heard, started, engine.config.heartbeat);
-    let catching_up = async {
+    // The parts of a session, polled as a set that polls only the part that was woken: a
+    // frame queued for writing wakes the writer alone, not the reader, the heartbeat and
+    // the rest (a single `select!` would poll them all, on every frame of every recipient).
+    let mut parts: FuturesUnordered<Pin<Box<dyn Future<Output = Part> + Send + '_>>> =
+        FuturesUnordered::new();
+    parts.push(Box::pin(async {
+        read_loop(&engine, &conn, &mut inbound, &heard, started).await;
+        Part::Reader
+    }));
+    parts.push(Box::pin(async {
+        write_loop(&conn, &mut outbound).await;
+        Part::Writer
+    }));
+    parts.push(Box::pin(async {
+        heartbeat(&conn, &heard, started, engine.config.heartbeat).await;
+        Part::Heartbeat
+    }));
+    parts.push(Box::pin(async {
+        conn.outbox.wait_closing().await;
+        tokio::time::sleep(CLOSE_DEADLINE).await;
+        Part::Deadline
+    }));
+    parts.push(Box::pin(async {
         catch_up(&engine, &conn, catchups).await;
-        std::future::pending::<()>().await;
-    };
-    tokio::select! {
-        () = &mut reading => {
-            // The peer is gone, or stopped reading after a frame we must answer with a
-            // close (1009): let the writer send what is queued, briefly.
-            if conn.is_closed() {
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writing).await;
-            }
+        std::future::pending::<Part>().await
+    }));
+    match parts.next().await {
+        // The peer is gone, or stopped reading after a frame we must answer with a close
+        // (1009): let the writer send what is queued, briefly.
+        Some(Part::Reader) if conn.is_closed() => {
+            wait_for(&mut parts, Part::Writer).await;
         }
-        () = &mut writing => {
-            // We closed: give the peer a moment to answer, then let go.
-            let _ = tokio::time::timeout(CLOSE_GRACE, &mut reading).await;
+        // We closed: give the peer a moment to answer, then let go.
+        Some(Part::Writer) => {
+            wait_for(&mut parts, Part::Reader).await;
         }
-        () = heartbeat => {
+        Some(Part::Heartbeat) => {
             tracing::debug!(user = %conn.user(), conn = %conn.id(), "silent for two heartbeats: closed");
         }
-        () = async {
-            conn.outbox.wait_closing().await;
-            tokio::time::sleep(CLOSE_DEADLINE).await;
-        } => {
+        Some(Part::Deadline) => {
             tracing::debug!(user = %conn.user(), conn = %conn.id(), "closing took too long: dropped");
         }
-        () = catching_up => {}
+        _ => {}
     }
+    drop(parts);
     guard.end().await;
     tracing::debug!(user = %conn.user(), conn = %conn.id(), "session closed");
 }
@@ -452,7 +489,14 @@ async fn replay(
 /// close frame, when the session is gone, or when the sink fails.
 async fn write_loop<O: Sink<Outbound> + Unpin>(conn: &LocalConnection, outbound: &mut O) {
     let mut batch = Vec::new();
-    while conn.outbox.next_batch(&mut batch).await {
+    loop {
+        conn.outbox.wait_ready().await;
+        // Under load, let the frames of the next messages gather first: one write for many
+        // frames instead of one each. Idle, this returns at once.
+        tokio::task::yield_now().await;
+        if !conn.outbox.next_batch(&mut batch).await {
+            return;
+        }
         let mut closing = false;
         for item in batch.drain(..) {
             closing |= matches!(item, Outbound::Close(_));
@@ -551,7 +595,13 @@ impl Session<'_> {
 
     async fn handle(&self, request: Request) {
         let id = request.id;
-        let reply = match self.dispatch(request.frame).await {
+        // A panic (a bug, here or in a backend) answers `internal` and ends only this
+        // request: the session and everyone else go on.
+        let outcome = std::panic::AssertUnwindSafe(self.dispatch(request.frame))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(Error::Internal("a request handler panicked".to_owned())));
+        let reply = match outcome {
             Ok(body) => match id {
                 Some(_) => ServerFrame::ok(id, body),
                 None => return,
@@ -740,22 +790,19 @@ impl Session<'_> {
             meta,
             ts: self.engine.now(),
         };
-        // Its own task: once the append starts, the hand-off to the room follows even if
-        // this connection goes away meanwhile.
-        let engine = self.engine.clone();
-        let appended = tokio::spawn(async move {
-            let room = message.room.clone();
-            let Appended { message, dup } = engine.store.append(message).await?;
-            let (seq, ts) = (message.seq, message.ts);
-            if !dup {
-                engine
-                    .hubs
-                    .publish(&room, seq, ServerFrame::Message(message).encode());
-            }
-            Ok::<_, Error>((seq, ts, dup))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("the send task failed: {e}")))?;
+        // The hand-off follows the append with no await between them: once the store has
+        // the message, the room gets it in the same poll. Only a store whose append is
+        // itself cancelled mid-way (the connection went away) can leave a stored message
+        // unannounced; its retry (same cid, `dup`) announces it then — the hub delivers
+        // each seq once, so announcing a duplicate again costs nothing — and a later
+        // message makes the hub read any gap from the store.
+        let room_id = message.room.clone();
+        let Appended { message, dup } = self.engine.store.append(message).await?;
+        let (seq, ts) = (message.seq, message.ts);
+        self.engine
+            .hubs
+            .publish(&room_id, seq, ServerFrame::Message(message).encode());
+        let appended = Ok::<_, Error>((seq, ts, dup));
         let (seq, ts, dup) = appended?;
         Ok(ReplyBody::Send(SendReply { room, seq, ts, dup }))
     }

@@ -1,0 +1,148 @@
+//! One client connection to a server under test, whatever its protocol: set up (hello,
+//! joins, resume) as a whole, then split into a sending half and a receiving half so that
+//! one task can read while others send.
+
+use std::net::{IpAddr, SocketAddr};
+
+use async_trait::async_trait;
+
+/// Errors of the load tool (not a library: a boxed error with a message is enough).
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// Results of the load tool.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The servers the tool compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// chat-engine: protocol v1 (`examples/server.rs` semantics, in-memory store).
+    Chat,
+    /// A minimal tokio-tungstenite broadcast server written for the benchmark (the floor).
+    Raw,
+    /// socket.io 4 on Node (`benches/peers/socketio`).
+    SocketIo,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat-engine",
+            Kind::Raw => "raw-tungstenite",
+            Kind::SocketIo => "socket.io",
+        }
+    }
+}
+
+/// A message as a receiver saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub room: String,
+    /// The room's sequence number, where the protocol has one.
+    pub seq: Option<u64>,
+    pub body: String,
+}
+
+/// What to do when connecting.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// Rooms to join (each confirmed before `connect` returns).
+    pub join: Vec<String>,
+    /// Where to resume from (a previous connection's [`Rx::resume`]); the missed messages
+    /// then arrive through [`Rx::next`].
+    pub resume: Option<Resume>,
+}
+
+/// A point to resume from, per protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// chat-engine: the room's epoch and the last seq received.
+    Chat {
+        room: String,
+        epoch: String,
+        seq: u64,
+    },
+    /// raw: the room and the last seq received.
+    Raw { room: String, seq: u64 },
+    /// socket.io connection state recovery: the session's private id and the last offset.
+    SocketIo { pid: String, offset: String },
+}
+
+/// The sending half.
+#[async_trait]
+pub trait Tx: Send {
+    /// Queues `body` for `room` (no waiting for an acknowledgement).
+    async fn send_room(&mut self, room: &str, body: &str) -> Result<()>;
+    /// Queues `body` for `user` (a direct message).
+    async fn send_user(&mut self, user: &str, body: &str) -> Result<()>;
+}
+
+/// The receiving half.
+#[async_trait]
+pub trait Rx: Send {
+    /// The next message delivered (other frames are handled or skipped); `None` when the
+    /// connection closed.
+    async fn next(&mut self) -> Result<Option<Delivered>>;
+    /// Where a new connection should resume from to get what this one has not received.
+    fn resume(&self) -> Option<Resume>;
+}
+
+/// A connected, set-up client.
+pub struct Conn {
+    pub tx: Box<dyn Tx>,
+    pub rx: Box<dyn Rx>,
+}
+
+/// Opens a TCP connection from `source` (127.0.0.x spreads ephemeral ports over several
+/// addresses) to `addr`.
+pub async fn tcp_from(source: IpAddr, addr: SocketAddr) -> Result<tokio::net::TcpStream> {
+    let socket = match source {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The small-buffer WebSocket settings every client uses (so that 10,000 of them fit).
+pub fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+}
+
+/// Connects a client of `kind` as `user`.
+pub async fn connect(
+    kind: Kind,
+    addr: SocketAddr,
+    user: &str,
+    source: IpAddr,
+    setup: Setup,
+) -> Result<Conn> {
+    match kind {
+        Kind::Chat => crate::chat::connect(addr, user, source, setup).await,
+        Kind::Raw => crate::raw::connect(addr, user, source, setup).await,
+        Kind::SocketIo => crate::socketio::connect(addr, user, source, setup).await,
+    }
+}
+
+/// Finds `"key":"…"` in a JSON text and returns the string (no escapes expected: the tool
+/// sends only plain ASCII bodies and ids). Cheap: no allocation, no full parse.
+pub fn json_str<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let needle = format!("\"{key}\":\"");
+    let start = text.find(&needle)? + needle.len();
+    let end = text[start..].find('"')? + start;
+    Some(&text[start..end])
+}
+
+/// Finds `"key":123` in a JSON text.
+pub fn json_u64(text: &str, key: &str) -> Option<u64> {
+    let needle = format!("\"{key}\":");
+    let start = text.find(&needle)? + needle.len();
+    let digits: &str = &text[start..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
