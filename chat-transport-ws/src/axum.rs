@@ -50,7 +50,7 @@ pub fn handler(engine: Engine, upgrade: WebSocketUpgrade) -> Response {
     };
     let max_frame = engine.config().max_frame_bytes;
     upgrade
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(512)
         .write_buffer_size(16 * 1024)
         .max_message_size(max_frame)
         .max_frame_size(max_frame)

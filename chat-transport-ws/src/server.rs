@@ -27,7 +27,8 @@ pub struct WsConfig {
     /// How long the TCP connection may take to complete the WebSocket handshake
     /// (default 10 s).
     pub handshake_timeout: Duration,
-    /// Initial read buffer per connection (default 4 KiB, not tungstenite's 128 KiB).
+    /// Read buffer per connection (default 512 bytes, not tungstenite's 128 KiB): chat
+    /// frames are small, and an idle connection keeps its buffer.
     pub read_buffer: usize,
     /// Bytes buffered before a write goes to the socket (default 16 KiB); each batch of
     /// frames is flushed at once anyway.
@@ -42,7 +43,7 @@ impl Default for WsConfig {
         WsConfig {
             path: "/ws".to_owned(),
             handshake_timeout: Duration::from_secs(10),
-            read_buffer: 4 * 1024,
+            read_buffer: 512,
             write_buffer: 16 * 1024,
             shutdown_grace: Duration::from_secs(10),
         }
@@ -162,7 +163,13 @@ async fn connection(engine: Engine, config: WsConfig, stream: TcpStream, addr: S
         }
         Ok(response)
     };
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(ws_config));
+    // Boxed: the handshake's buffers and state are freed once it is done, leaving the
+    // connection's task small.
+    let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        check,
+        Some(ws_config),
+    ));
     let ws = match tokio::time::timeout(config.handshake_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {

@@ -41,6 +41,8 @@ enum Part {
     Writer,
     Heartbeat,
     Deadline,
+    /// Every room is live: this part is done (and its memory freed); the others go on.
+    CaughtUp,
 }
 
 /// Polls the rest of a session's parts until `wanted` ends, for at most [`CLOSE_GRACE`].
@@ -106,7 +108,9 @@ pub(super) async fn serve<I, O>(
     O: Sink<Outbound> + Unpin + Send,
 {
     let _admission = admission;
-    let Some((guard, catchups)) = hello(&engine, &mut inbound, &mut outbound).await else {
+    // Boxed: the hello phase's state is freed once the session runs.
+    let Some((guard, catchups)) = Box::pin(hello(&engine, &mut inbound, &mut outbound)).await
+    else {
         return;
     };
     let conn = guard.conn.clone();
@@ -128,19 +132,25 @@ pub(super) async fn serve<I, O>(
         Part::Writer
     }));
     parts.push(Box::pin(async {
-        heartbeat(&conn, &heard, started, engine.config.heartbeat).await;
-        Part::Heartbeat
-    }));
-    parts.push(Box::pin(async {
-        conn.outbox.wait_closing().await;
-        tokio::time::sleep(CLOSE_DEADLINE).await;
-        Part::Deadline
+        tokio::select! {
+            () = heartbeat(&conn, &heard, started, engine.config.heartbeat) => Part::Heartbeat,
+            () = async {
+                conn.outbox.wait_closing().await;
+                tokio::time::sleep(CLOSE_DEADLINE).await;
+            } => Part::Deadline,
+        }
     }));
     parts.push(Box::pin(async {
         catch_up(&engine, &conn, catchups).await;
-        std::future::pending::<Part>().await
+        Part::CaughtUp
     }));
-    match parts.next().await {
+    let first = loop {
+        match parts.next().await {
+            Some(Part::CaughtUp) => continue,
+            other => break other,
+        }
+    };
+    match first {
         // The peer is gone, or stopped reading after a frame we must answer with a close
         // (1009): let the writer send what is queued, briefly.
         Some(Part::Reader) if conn.is_closed() => {
@@ -513,17 +523,25 @@ async fn write_loop<O: Sink<Outbound> + Unpin>(conn: &LocalConnection, outbound:
 }
 
 /// Pings every interval; ends when nothing was heard from the peer for two intervals.
+/// One timer, reset to whichever comes first: the next ping or the silence deadline.
 async fn heartbeat(conn: &LocalConnection, heard: &AtomicU64, started: Instant, every: Duration) {
-    let mut tick = tokio::time::interval_at(started + every, every);
     let last_heard = || started + Duration::from_millis(heard.load(Ordering::Relaxed));
+    let mut next_ping = started + every;
+    let timer = tokio::time::sleep_until(next_ping);
+    tokio::pin!(timer);
     loop {
-        let silent_until = last_heard() + every * 2;
-        tokio::select! {
-            _ = tick.tick() => conn.outbox.ping(),
-            () = tokio::time::sleep_until(silent_until) => {
-                if last_heard() + every * 2 <= Instant::now() {
-                    return;
-                }
+        timer
+            .as_mut()
+            .reset(next_ping.min(last_heard() + every * 2));
+        timer.as_mut().await;
+        let now = Instant::now();
+        if last_heard() + every * 2 <= now {
+            return;
+        }
+        if now >= next_ping {
+            conn.outbox.ping();
+            while next_ping <= now {
+                next_ping += every;
             }
         }
     }
@@ -577,7 +595,9 @@ async fn read_loop<I: Stream<Item = Inbound> + Unpin>(
             Err(rejection) => {
                 let _ = conn.outbox.push_paced(rejection.to_frame().encode()).await;
             }
-            Ok(request) => session.handle(request).await,
+            // Boxed: a request's state lives only while it is handled, so an idle
+            // connection's reader stays small.
+            Ok(request) => Box::pin(session.handle(request)).await,
         }
     }
 }
