@@ -204,6 +204,15 @@ impl Outbox {
         self.wake_all();
     }
 
+    /// The largest batch (frames, bytes) to queue at once after [`Outbox::wait_for_room`]:
+    /// a quarter of the queue, so that it fits beside what half a queue may still hold.
+    pub(crate) fn chunk_limits(&self) -> (usize, usize) {
+        (
+            (self.limits.max_frames / 4).max(1),
+            (self.limits.max_bytes / 4).max(1),
+        )
+    }
+
     /// Waits until there is something to write (frames, a close) or the connection is gone.
     /// Cancel safe.
     pub(crate) async fn wait_ready(&self) {

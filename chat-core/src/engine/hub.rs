@@ -65,7 +65,8 @@ struct HubState {
     /// The highest seq heard of.
     known: Seq,
     pending: BTreeMap<Seq, Encoded>,
-    members: Vec<Member>,
+    /// By connection: fan-out walks them all; a replay looks one up per chunk.
+    members: HashMap<ConnectionId, Member>,
     repairing: bool,
     next_generation: u64,
     /// The cursors last pushed for each user with a connection here: receipt pushes are
@@ -117,8 +118,7 @@ impl HubState {
                 break;
             }
             let frame = entry.remove();
-            self.members
-                .retain_mut(|m| m.offer(seq, &frame, buffer_cap));
+            self.members.retain(|_, m| m.offer(seq, &frame, buffer_cap));
             self.delivered = seq;
         }
     }
@@ -131,8 +131,7 @@ impl HubState {
             return;
         }
         if self.ready && seq == self.delivered.next() {
-            self.members
-                .retain_mut(|m| m.offer(seq, &frame, buffer_cap));
+            self.members.retain(|_, m| m.offer(seq, &frame, buffer_cap));
             self.delivered = seq;
             self.drain_pending(buffer_cap);
         } else if self.pending.len() < MAX_PENDING {
@@ -146,8 +145,8 @@ impl HubState {
 
     fn member(&mut self, conn: ConnectionId, generation: u64) -> Option<&mut Member> {
         self.members
-            .iter_mut()
-            .find(|m| m.conn.id() == conn && m.generation == generation)
+            .get_mut(&conn)
+            .filter(|m| m.generation == generation)
     }
 }
 
@@ -161,22 +160,11 @@ impl Hub {
                 delivered: Seq::ZERO,
                 known: Seq::ZERO,
                 pending: BTreeMap::new(),
-                members: Vec::new(),
+                members: HashMap::new(),
                 repairing: false,
                 next_generation: 0,
                 receipts: HashMap::new(),
             }),
-        }
-    }
-
-    /// Queues a replayed frame for a buffered member, if it is still that member (same
-    /// generation, still buffered). `false` means stop: the member left, went live, or the
-    /// connection closed (4008 if its queue overflowed).
-    pub(crate) fn replay(&self, conn: ConnectionId, generation: u64, frame: Encoded) -> bool {
-        let mut state = self.state.lock();
-        match state.member(conn, generation) {
-            Some(member) if member.buffer.is_some() => member.conn.push(frame).is_ok(),
-            _ => false,
         }
     }
 
@@ -229,17 +217,38 @@ impl Hub {
             read: merged.read,
         })
         .encode();
-        for member in &state.members {
+        for member in state.members.values() {
             if member.conn.id() != except && (everyone || member.conn.user() == user) {
                 member.conn.send(&frame);
             }
         }
     }
 
+    /// Forgets the cursors last pushed for `user`: it left, and may come back at 0.
+    pub(crate) fn forget_receipts(&self, user: &UserId) {
+        self.state.lock().receipts.remove(user);
+    }
+
+    /// Queues replayed frames for a buffered member, all under one lock, if it is still
+    /// that member (same generation, still buffered). `false` means stop: the member left,
+    /// went live, or the connection closed (4008 if its queue overflowed).
+    pub(crate) fn replay(&self, conn: ConnectionId, generation: u64, frames: Vec<Encoded>) -> bool {
+        let mut state = self.state.lock();
+        let Some(member) = state
+            .member(conn, generation)
+            .filter(|m| m.buffer.is_some())
+        else {
+            return false;
+        };
+        frames
+            .into_iter()
+            .all(|frame| member.conn.push(frame).is_ok())
+    }
+
     /// Sends `frame` to every member connection that `include` accepts.
     pub(crate) fn broadcast(&self, frame: &Encoded, include: impl Fn(&LocalConnection) -> bool) {
         let state = self.state.lock();
-        for member in &state.members {
+        for member in state.members.values() {
             if include(&member.conn) {
                 member.conn.send(frame);
             }
@@ -354,7 +363,7 @@ impl Hubs {
                 return Err(crate::Error::Closed);
             }
             let at = state.delivered;
-            if let Some(member) = state.members.iter().find(|m| m.conn.id() == conn.id()) {
+            if let Some(member) = state.members.get(&conn.id()) {
                 let generation = member.generation;
                 drop(state);
                 return Ok(Attached {
@@ -370,12 +379,15 @@ impl Hubs {
             };
             state.next_generation += 1;
             let generation = state.next_generation;
-            state.members.push(Member {
-                conn: conn.clone(),
-                floor,
-                buffer,
-                generation,
-            });
+            state.members.insert(
+                conn.id(),
+                Member {
+                    conn: conn.clone(),
+                    floor,
+                    buffer,
+                    generation,
+                },
+            );
             drop(state);
             return Ok(Attached {
                 hub,
@@ -408,14 +420,7 @@ impl Hubs {
             return;
         };
         {
-            let mut state = hub.state.lock();
-            if let Some(at) = state.members.iter().position(|m| m.conn.id() == conn) {
-                let user = state.members.remove(at).conn.user().clone();
-                if !state.members.iter().any(|m| *m.conn.user() == user) {
-                    // Its cursors may restart from 0 if it leaves and joins again.
-                    state.receipts.remove(&user);
-                }
-            }
+            hub.state.lock().members.remove(&conn);
         }
         self.remove_if_empty(&hub);
     }
@@ -496,11 +501,14 @@ mod tests {
         let hub = Hub::new(RoomId::new("r").unwrap());
         hub.state.lock().members = members
             .iter()
-            .map(|conn| Member {
-                conn: Arc::clone(conn),
-                floor: Seq::ZERO,
-                buffer: None,
-                generation: 0,
+            .map(|conn| {
+                let member = Member {
+                    conn: Arc::clone(conn),
+                    floor: Seq::ZERO,
+                    buffer: None,
+                    generation: 0,
+                };
+                (conn.id(), member)
             })
             .collect();
         hub

@@ -439,12 +439,28 @@ async fn catch_up(engine: &Inner, conn: &LocalConnection, catchups: Vec<Catchup>
     }
 }
 
-/// Queues one replayed frame once the queue has room, if the membership is still the same.
-async fn push_replayed(conn: &LocalConnection, catchup: &Catchup, frame: Encoded) -> bool {
-    if conn.outbox.wait_for_room(frame.len()).await.is_err() {
-        return false;
+/// Queues replayed frames, a chunk at a time once the queue is at most half full, each
+/// chunk under one lock of the hub if the membership is still the same. A chunk is at most
+/// a quarter of the queue (in frames and in bytes), so it always fits.
+async fn push_replayed(conn: &LocalConnection, catchup: &Catchup, frames: Vec<Encoded>) -> bool {
+    let (max_frames, max_bytes) = conn.outbox.chunk_limits();
+    let mut frames = frames.into_iter().peekable();
+    while frames.peek().is_some() {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        while let Some(frame) = frames.next_if(|f| {
+            chunk.is_empty() || (chunk.len() < max_frames && bytes + f.len() <= max_bytes)
+        }) {
+            bytes += frame.len();
+            chunk.push(frame);
+        }
+        if conn.outbox.wait_for_room(bytes).await.is_err()
+            || !catchup.hub.replay(conn.id(), catchup.generation, chunk)
+        {
+            return false;
+        }
     }
-    catchup.hub.replay(conn.id(), catchup.generation, frame)
+    true
 }
 
 /// Flushes what was buffered during the replay and switches the member to live; `false`
@@ -454,10 +470,9 @@ async fn flush_and_go_live(conn: &LocalConnection, catchup: &Catchup) -> bool {
         if buffered.is_empty() {
             return true;
         }
-        for (_, frame) in buffered {
-            if !push_replayed(conn, catchup, frame).await {
-                return false;
-            }
+        let frames = buffered.into_iter().map(|(_, frame)| frame).collect();
+        if !push_replayed(conn, catchup, frames).await {
+            return false;
         }
     }
     false
@@ -482,14 +497,16 @@ async fn replay(
         if page.messages.is_empty() {
             break;
         }
+        let mut frames = Vec::with_capacity(page.messages.len());
         for message in page.messages {
             if message.seq > to {
-                return Ok(true);
+                break;
             }
             after = message.seq;
-            if !push_replayed(conn, catchup, ServerFrame::Message(message).encode()).await {
-                return Ok(false);
-            }
+            frames.push(ServerFrame::Message(message).encode());
+        }
+        if !push_replayed(conn, catchup, frames).await {
+            return Ok(false);
         }
     }
     Ok(true)
@@ -759,6 +776,9 @@ impl Session<'_> {
         let _membership = self.engine.membership_lock(user).lock().await;
         if self.engine.store.remove_member(&room, user).await? {
             self.engine.push_member(&room, user, MemberAction::Leave);
+            if let Some(hub) = self.engine.hubs.get(&room) {
+                hub.forget_receipts(user);
+            }
             self.engine
                 .typing
                 .lock()
