@@ -102,6 +102,7 @@ pub async fn connect(addr: SocketAddr, user: &str, source: IpAddr, setup: Setup)
         stream,
         early: VecDeque::new(),
         rooms,
+        skip_from: setup.skip_own.then(|| user.to_owned()),
     };
     for text in early {
         if let Some(delivered) = rx.message(&text) {
@@ -175,6 +176,8 @@ struct ChatRx {
     early: VecDeque<Delivered>,
     /// room → (epoch, last seq received).
     rooms: HashMap<String, (String, u64)>,
+    /// This client's user, when its own messages are to be skipped.
+    skip_from: Option<String>,
 }
 
 impl ChatRx {
@@ -184,6 +187,14 @@ impl ChatRx {
         }
         let room = json_str(text, "room")?.to_owned();
         let seq = json_u64(text, "seq")?;
+        if let Some(me) = &self.skip_from {
+            if json_str(text, "from") == Some(me.as_str()) {
+                if let Some((_, last)) = self.rooms.get_mut(&room) {
+                    *last = (*last).max(seq);
+                }
+                return None;
+            }
+        }
         let body = json_str(text, "body")?.to_owned();
         if let Some((_, last)) = self.rooms.get_mut(&room) {
             *last = (*last).max(seq);

@@ -49,6 +49,9 @@ pub struct Setup {
     /// Where to resume from (a previous connection's [`Rx::resume`]); the missed messages
     /// then arrive through [`Rx::next`].
     pub resume: Option<Resume>,
+    /// Skip the server's echo of this client's own messages (chat-engine echoes every
+    /// message to its sender; the peers here do not echo direct messages).
+    pub skip_own: bool,
 }
 
 /// A point to resume from, per protocol.

@@ -5,6 +5,7 @@
 //! cargo bench --bench ws_load                        # every scenario, every server
 //! cargo bench --bench ws_load -- --quick             # tiny sizes (what CI runs)
 //! cargo bench --bench ws_load -- --scenarios fanout,idle --servers chat-engine,raw-tungstenite
+//! cargo bench --bench ws_load -- --scenarios direct --dm-rate 5000   # another offered rate
 //! ```
 //!
 //! Every server runs in its own process (this binary with `--serve chat|raw`, or
@@ -47,6 +48,7 @@ const KINDS: [Kind; 3] = [Kind::Chat, Kind::Raw, Kind::SocketIo];
 
 struct Options {
     quick: bool,
+    dm_rate: Option<usize>,
     scenarios: Vec<String>,
     kinds: Vec<Kind>,
 }
@@ -57,10 +59,15 @@ fn options() -> std::result::Result<Options, String> {
     let mut quick = !args.iter().any(|a| a == "--bench");
     let mut scenarios: Vec<String> = SCENARIOS.iter().map(|s| (*s).to_owned()).collect();
     let mut kinds = KINDS.to_vec();
+    let mut dm_rate = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--dm-rate" => {
+                let rate = it.next().ok_or("--dm-rate needs a number")?;
+                dm_rate = Some(rate.parse().map_err(|_| format!("--dm-rate {rate}"))?);
+            }
             "--scenarios" => {
                 let list = it.next().ok_or("--scenarios needs a list")?;
                 scenarios = list.split(',').map(str::to_owned).collect();
@@ -85,6 +92,7 @@ fn options() -> std::result::Result<Options, String> {
     }
     Ok(Options {
         quick,
+        dm_rate,
         scenarios,
         kinds,
     })
@@ -196,11 +204,14 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let sizes = if options.quick {
+    let mut sizes = if options.quick {
         Sizes::quick()
     } else {
         Sizes::full()
     };
+    if let Some(rate) = options.dm_rate {
+        sizes.dm_rate = rate;
+    }
     let mut kinds = options.kinds.clone();
     if kinds.contains(&Kind::SocketIo) {
         if let Err(why) = node_ready() {

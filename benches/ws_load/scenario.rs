@@ -199,7 +199,7 @@ pub async fn fanout(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
     let total = warm + sizes.fanout_messages;
     let join = |_| Setup {
         join: vec![ROOM.to_owned()],
-        resume: None,
+        ..Setup::default()
     };
     let members = connect_many(server, n, "member", join).await?;
     let mut sender = connect(server.kind, server.addr, "sender", source(n), join(0)).await?;
@@ -277,7 +277,11 @@ pub async fn fanout(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
 /// offered rate.
 pub async fn direct(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>> {
     let n = sizes.dm_users & !1;
-    let users = connect_many(server, n, "user", |_| Setup::default()).await?;
+    let users = connect_many(server, n, "user", |_| Setup {
+        skip_own: true,
+        ..Setup::default()
+    })
+    .await?;
     let delivered = Arc::new(AtomicU64::new(0));
     let notify = Arc::new(Notify::new());
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
@@ -397,7 +401,7 @@ pub async fn storm(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>>
     let n = sizes.storm_clients;
     let join = |_| Setup {
         join: vec![ROOM.to_owned()],
-        resume: None,
+        ..Setup::default()
     };
     let clients = connect_many(server, n, "storm", join).await?;
     let mut sender = connect(server.kind, server.addr, "storm-sender", source(n), join(0)).await?;
@@ -468,8 +472,8 @@ pub async fn storm(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>>
         let (caught_up, notify) = (caught_up.clone(), notify.clone());
         pending.push(tokio::spawn(async move {
             let setup = Setup {
-                join: Vec::new(),
                 resume: Some(point),
+                ..Setup::default()
             };
             let mut conn = connect(kind, addr, &format!("storm{i}"), source(i), setup).await?;
             let mut got = 0;

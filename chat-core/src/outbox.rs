@@ -213,22 +213,6 @@ impl Outbox {
         )
     }
 
-    /// Waits until there is something to write (frames, a close) or the connection is gone.
-    /// Cancel safe.
-    pub(crate) async fn wait_ready(&self) {
-        loop {
-            let mut ready = pin!(self.writer.notified());
-            ready.as_mut().enable();
-            {
-                let state = self.state.lock();
-                if state.finished || !state.queue.is_empty() || state.close.is_some() {
-                    return;
-                }
-            }
-            ready.await;
-        }
-    }
-
     /// Waits for work and moves every queued item into `batch`. Ends with a
     /// [`Outbound::Close`] once the queue is empty and the connection is closing; returns
     /// `false` when there is nothing more to write, ever.

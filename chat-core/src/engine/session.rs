@@ -517,10 +517,6 @@ async fn replay(
 async fn write_loop<O: Sink<Outbound> + Unpin>(conn: &LocalConnection, outbound: &mut O) {
     let mut batch = Vec::new();
     loop {
-        conn.outbox.wait_ready().await;
-        // Under load, let the frames of the next messages gather first: one write for many
-        // frames instead of one each. Idle, this returns at once.
-        tokio::task::yield_now().await;
         if !conn.outbox.next_batch(&mut batch).await {
             return;
         }
