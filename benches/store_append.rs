@@ -10,138 +10,15 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+#[path = "support/naive_store.rs"]
+mod naive_store;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use chat_engine::core::store::{Appended, HistoryPage, HistoryQuery, RoomInfo};
-use chat_engine::core::{
-    ClientMsgId, Epoch, Error, Message, MessageStore, NewMessage, Result, RoomId, Seq, Timestamp,
-    UserId,
-};
+use chat_engine::core::{ClientMsgId, MessageStore, NewMessage, RoomId, Timestamp, UserId};
 use chat_engine::memory::MemoryStore;
-use parking_lot::Mutex;
-
-/// The baseline: every room behind one lock.
-#[derive(Debug, Default)]
-struct NaiveStore {
-    rooms: Mutex<HashMap<RoomId, NaiveRoom>>,
-}
-
-#[derive(Debug)]
-struct NaiveRoom {
-    epoch: Epoch,
-    messages: Vec<Message>,
-    by_cid: HashMap<(UserId, ClientMsgId), Seq>,
-    members: BTreeSet<UserId>,
-}
-
-impl NaiveRoom {
-    fn info(&self, room: &RoomId) -> RoomInfo {
-        RoomInfo {
-            room: room.clone(),
-            epoch: self.epoch.clone(),
-            latest: Seq::new(self.messages.len() as u64).unwrap(),
-        }
-    }
-}
-
-#[async_trait]
-impl MessageStore for NaiveStore {
-    async fn ensure_room(&self, room: &RoomId) -> Result<(RoomInfo, bool)> {
-        let mut rooms = self.rooms.lock();
-        let created = !rooms.contains_key(room);
-        let r = rooms.entry(room.clone()).or_insert_with(|| NaiveRoom {
-            epoch: Epoch::random(),
-            messages: Vec::new(),
-            by_cid: HashMap::new(),
-            members: BTreeSet::new(),
-        });
-        Ok((r.info(room), created))
-    }
-
-    async fn room(&self, room: &RoomId) -> Result<Option<RoomInfo>> {
-        Ok(self.rooms.lock().get(room).map(|r| r.info(room)))
-    }
-
-    async fn append(&self, message: NewMessage) -> Result<Appended> {
-        let mut rooms = self.rooms.lock();
-        let room = rooms
-            .get_mut(&message.room)
-            .ok_or_else(|| Error::RoomNotFound(message.room.clone()))?;
-        let key = (message.from.clone(), message.cid.clone());
-        if let Some(seq) = room.by_cid.get(&key) {
-            let original = room.messages[seq.get() as usize - 1].clone();
-            return Ok(Appended {
-                message: original,
-                dup: true,
-            });
-        }
-        let seq = Seq::new(room.messages.len() as u64 + 1).unwrap();
-        let stored = message.into_message(seq);
-        room.by_cid.insert(key, seq);
-        room.messages.push(stored.clone());
-        Ok(Appended {
-            message: stored,
-            dup: false,
-        })
-    }
-
-    async fn history(&self, room: &RoomId, _: HistoryQuery, limit: usize) -> Result<HistoryPage> {
-        let rooms = self.rooms.lock();
-        let r = rooms
-            .get(room)
-            .ok_or_else(|| Error::RoomNotFound(room.clone()))?;
-        let start = r.messages.len().saturating_sub(limit);
-        Ok(HistoryPage {
-            messages: r.messages[start..].to_vec(),
-            more: start > 0,
-        })
-    }
-
-    async fn add_member(&self, room: &RoomId, user: &UserId) -> Result<bool> {
-        let mut rooms = self.rooms.lock();
-        let r = rooms
-            .get_mut(room)
-            .ok_or_else(|| Error::RoomNotFound(room.clone()))?;
-        Ok(r.members.insert(user.clone()))
-    }
-
-    async fn remove_member(&self, room: &RoomId, user: &UserId) -> Result<bool> {
-        Ok(self
-            .rooms
-            .lock()
-            .get_mut(room)
-            .is_some_and(|r| r.members.remove(user)))
-    }
-
-    async fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool> {
-        Ok(self
-            .rooms
-            .lock()
-            .get(room)
-            .is_some_and(|r| r.members.contains(user)))
-    }
-
-    async fn members(&self, room: &RoomId) -> Result<Vec<UserId>> {
-        let rooms = self.rooms.lock();
-        let r = rooms
-            .get(room)
-            .ok_or_else(|| Error::RoomNotFound(room.clone()))?;
-        Ok(r.members.iter().cloned().collect())
-    }
-
-    async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomInfo>> {
-        let rooms = self.rooms.lock();
-        let mine: BTreeMap<&RoomId, RoomInfo> = rooms
-            .iter()
-            .filter(|(_, r)| r.members.contains(user))
-            .map(|(id, r)| (id, r.info(id)))
-            .collect();
-        Ok(mine.into_values().collect())
-    }
-}
+use naive_store::NaiveStore;
 
 struct Scenario {
     name: &'static str,
