@@ -42,7 +42,7 @@ use chat_engine::core::{
     ClientMsgId, Engine, EngineConfig, Message, MessageStore, NewMessage, RoomId, Seq, Timestamp,
     UserId,
 };
-use chat_engine::memory::{MemoryPresence, MemoryStore};
+use chat_engine::memory::MemoryStore;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
@@ -420,21 +420,15 @@ async fn reply(from_engine: &mut mpsc::Receiver<Outbound>, id: u64) {
 
 impl EngineRoom {
     async fn open(n: usize) -> EngineRoom {
-        let store = Arc::new(MemoryStore::new());
         let mut config = EngineConfig::default();
         // One sender sends for the whole run: no rate limit in the way; and the sessions
         // stay silent (they never answer a ping) for longer than two default heartbeats.
         config.rate_burst = u32::MAX;
         config.rate_per_sec = u32::MAX;
         config.heartbeat = Duration::from_secs(3_600);
-        let engine = Engine::builder(
-            store.clone(),
-            store,
-            Arc::new(MemoryPresence::default()),
-            Arc::new(DevAuthenticator),
-        )
-        .config(config)
-        .build();
+        let engine = chat_engine::memory::engine_builder(Arc::new(DevAuthenticator))
+            .config(config)
+            .build();
         let arrivals = Arc::new(Arrivals::default());
         let mut inputs = Vec::with_capacity(n);
         let mut tasks = Vec::with_capacity(2 * n);

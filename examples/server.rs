@@ -13,9 +13,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chat_engine::Engine;
 use chat_engine::core::auth::DevAuthenticator;
-use chat_engine::memory::{MemoryPresence, MemoryStore};
 use chat_engine::ws::WsServer;
 
 const USAGE: &str = "usage: server [--addr HOST:PORT]   (default 127.0.0.1:8080)";
@@ -51,14 +49,7 @@ async fn main() -> ExitCode {
         }
     };
 
-    let store = Arc::new(MemoryStore::new());
-    let engine = Engine::builder(
-        store.clone(),
-        store,
-        Arc::new(MemoryPresence::default()),
-        Arc::new(DevAuthenticator),
-    )
-    .build();
+    let engine = chat_engine::memory::engine_builder(Arc::new(DevAuthenticator)).build();
     let server = match WsServer::bind(addr, engine).await {
         Ok(server) => server,
         Err(e) => {

@@ -15,10 +15,8 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_engine::Engine;
 use chat_engine::RoomId;
 use chat_engine::core::auth::DevAuthenticator;
-use chat_engine::memory::{MemoryPresence, MemoryStore};
 use chat_engine::ws::WsServer;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -62,14 +60,7 @@ fn example(name: &str) -> Option<PathBuf> {
 /// A fresh in-memory server on 127.0.0.1:0 (development tokens); its URL. It stops with the
 /// test's runtime.
 async fn start_server() -> String {
-    let store = Arc::new(MemoryStore::new());
-    let engine = Engine::builder(
-        store.clone(),
-        store,
-        Arc::new(MemoryPresence::default()),
-        Arc::new(DevAuthenticator),
-    )
-    .build();
+    let engine = chat_engine::memory::engine_builder(Arc::new(DevAuthenticator)).build();
     let server = WsServer::bind("127.0.0.1:0", engine).await.unwrap();
     let url = format!("ws://{}/ws", server.local_addr().unwrap());
     tokio::spawn(server.run_until(std::future::pending()));

@@ -23,24 +23,17 @@ type Ws = WebSocketStream<TcpStream>;
 /// authentication), with the per-connection rate limit lifted: one benchmark sender sends
 /// far more than 200 frames/s. Every guarantee stays as it is.
 pub async fn serve(addr: &str) -> Result<()> {
+    use chat_engine::EngineConfig;
     use chat_engine::core::auth::DevAuthenticator;
-    use chat_engine::memory::{MemoryPresence, MemoryStore};
     use chat_engine::ws::WsServer;
-    use chat_engine::{Engine, EngineConfig};
 
     let mut config = EngineConfig::default();
     config.rate_burst = u32::MAX / 2;
     config.rate_per_sec = u32::MAX / 2;
     config.max_connections = 1_000_000;
-    let store = Arc::new(MemoryStore::new());
-    let engine = Engine::builder(
-        store.clone(),
-        store,
-        Arc::new(MemoryPresence::default()),
-        Arc::new(DevAuthenticator),
-    )
-    .config(config)
-    .build();
+    let engine = chat_engine::memory::engine_builder(Arc::new(DevAuthenticator))
+        .config(config)
+        .build();
     let server = WsServer::bind(addr, engine).await?;
     println!("listening {}", server.local_addr()?);
     server.run_until(std::future::pending()).await?;

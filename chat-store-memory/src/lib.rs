@@ -31,5 +31,31 @@
 mod presence;
 mod store;
 
+use std::sync::Arc;
+
+use chat_core::{Authenticator, EngineBuilder};
+
 pub use presence::MemoryPresence;
 pub use store::MemoryStore;
+
+/// An engine builder on fresh in-memory backends: one [`MemoryStore`] as store and delivery
+/// tracker, a [`MemoryPresence`] with the default lease, and `authenticator`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use chat_core::auth::DevAuthenticator;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let engine = chat_store_memory::engine_builder(Arc::new(DevAuthenticator)).build();
+/// assert_eq!(engine.connections(), 0);
+/// # });
+/// ```
+pub fn engine_builder(authenticator: Arc<dyn Authenticator>) -> EngineBuilder {
+    let store = Arc::new(MemoryStore::new());
+    EngineBuilder::new(
+        store.clone(),
+        store,
+        Arc::new(MemoryPresence::default()),
+        authenticator,
+    )
+}

@@ -13,14 +13,10 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use chat_core::auth::DevAuthenticator;
-//! use chat_core::Engine;
-//! use chat_store_memory::{MemoryPresence, MemoryStore};
 //! use chat_transport_ws::WsServer;
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let store = Arc::new(MemoryStore::new());
-//! let engine = Engine::builder(store.clone(), store, Arc::new(MemoryPresence::default()), Arc::new(DevAuthenticator))
-//!     .build();
+//! let engine = chat_store_memory::engine_builder(Arc::new(DevAuthenticator)).build();
 //! let server = WsServer::bind("127.0.0.1:8080", engine).await?;
 //! server.run_until(async { tokio::signal::ctrl_c().await.ok(); }).await
 //! # }

@@ -12,7 +12,6 @@ use axum::Router;
 use axum::routing::get;
 use chat_core::auth::DevAuthenticator;
 use chat_core::{Clock, Engine};
-use chat_store_memory::{MemoryPresence, MemoryStore};
 use serde_json::json;
 use support::{Client, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,15 +29,9 @@ struct App {
 
 impl App {
     async fn start() -> App {
-        let store = Arc::new(MemoryStore::new());
-        let engine = Engine::builder(
-            store.clone(),
-            store,
-            Arc::new(MemoryPresence::default()),
-            Arc::new(DevAuthenticator),
-        )
-        .clock(Clock::tokio())
-        .build();
+        let engine = chat_store_memory::engine_builder(Arc::new(DevAuthenticator))
+            .clock(Clock::tokio())
+            .build();
         let app: Router = Router::new()
             .route("/health", get(|| async { "ok" }))
             .merge(chat_transport_ws::axum::router(engine.clone(), "/ws"));
