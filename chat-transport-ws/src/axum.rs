@@ -12,6 +12,9 @@
 //! # }
 //! ```
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
@@ -20,9 +23,9 @@ use axum::routing::get;
 use bytes::Bytes;
 use chat_core::Engine;
 use chat_core::engine::{Inbound, Outbound, Peer};
-use futures_util::{SinkExt, StreamExt, future};
-
-use crate::adapt::{Incoming, is_too_large};
+use futures_util::{SinkExt, Stream, StreamExt, future};
+use tokio_tungstenite::tungstenite::Error;
+use tokio_tungstenite::tungstenite::error::CapacityError;
 
 /// A router with the chat route at `path`, to `merge` into any `Router<S>`.
 pub fn router<S>(engine: Engine, path: &str) -> Router<S>
@@ -73,9 +76,7 @@ fn inbound(read: Result<Message, axum::Error>) -> Option<Inbound> {
         Err(e) => {
             // axum wraps tungstenite's error (the same version: see the workspace pin).
             let inner = e.into_inner();
-            let too_large = inner
-                .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
-                .is_some_and(is_too_large);
+            let too_large = inner.downcast_ref::<Error>().is_some_and(is_too_large);
             too_large.then_some(Inbound::TooLarge)
         }
     }
@@ -92,5 +93,57 @@ fn outbound(item: Outbound) -> Message {
             reason: Utf8Bytes::from_static(code.reason()),
         })),
         _ => Message::Ping(Bytes::new()),
+    }
+}
+
+/// Whether a read failed because a message or frame was over the limit.
+fn is_too_large(e: &Error) -> bool {
+    matches!(e, Error::Capacity(CapacityError::MessageTooLong { .. }))
+}
+
+/// Maps a stream of reads to engine frames with `map`, ending after a close, an error, or
+/// a frame that was too large.
+struct Incoming<S, F> {
+    inner: S,
+    map: F,
+    done: bool,
+}
+
+impl<S, F> Incoming<S, F> {
+    fn new(inner: S, map: F) -> Self {
+        Incoming {
+            inner,
+            map,
+            done: false,
+        }
+    }
+}
+
+impl<S, F> Stream for Incoming<S, F>
+where
+    S: Stream + Unpin,
+    F: FnMut(S::Item) -> Option<Inbound> + Unpin,
+{
+    type Item = Inbound;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let read = match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => None,
+                Poll::Ready(Some(read)) => (self.map)(read),
+            };
+            match read {
+                None => self.done = true,
+                Some(Inbound::TooLarge) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Inbound::TooLarge));
+                }
+                Some(frame) => return Poll::Ready(Some(frame)),
+            }
+        }
     }
 }

@@ -1,11 +1,13 @@
-//! The WebSocket transport of chat-engine: protocol v1 over RFC 6455, on
-//! tokio-tungstenite.
+//! The WebSocket transport of chat-engine: protocol v1 over RFC 6455.
 //!
-//! - [`WsServer`]: a standalone listener (`ws://HOST:PORT/ws`) with a handshake timeout, a
-//!   connection cap checked before the upgrade, chat-sized buffers, and graceful shutdown
-//!   (every client gets close 1001, then the server stops).
-//! - `axum` (feature `axum`): the same route as an axum handler, to mount beside your own
-//!   routes.
+//! - [`WsServer`]: a standalone listener (`ws://HOST:PORT/ws`) on this crate's own RFC 6455
+//!   implementation: frames encoded once by the engine go straight onto the socket, an idle
+//!   connection keeps no buffers, the request head is bounded in size and header count, a
+//!   handshake has a deadline, the connection cap is checked before the upgrade, and
+//!   shutdown is graceful (every client gets close 1001, then the server stops). It can
+//!   also serve a few static pages ([`WsServer::with_page`]), e.g. a chat page.
+//! - `axum` (feature `axum`): the same route as an axum handler (on axum's own WebSocket,
+//!   tokio-tungstenite), to mount beside your own routes.
 //!
 //! Both hand each connection to [`Engine::serve`](chat_core::Engine::serve), which does
 //! everything else.
@@ -28,9 +30,11 @@
 //! |---|---|---|
 //! | `axum` | no | `chat_transport_ws::axum`: a `Router` / handler for an axum app |
 
-mod adapt;
 #[cfg(feature = "axum")]
 pub mod axum;
+mod handshake;
 mod server;
+mod socket;
+mod wire;
 
 pub use server::{WsConfig, WsServer};

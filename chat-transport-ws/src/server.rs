@@ -5,33 +5,35 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use chat_core::Engine;
 use chat_core::engine::Peer;
-use futures_util::{SinkExt, StreamExt, future};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::Error;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::adapt::{self, Incoming};
+use crate::handshake::{self, Page, Pages};
+use crate::socket;
 
-/// Settings of the listener. The engine's own limits (frame size, heartbeats, …) live in
+/// Settings of the listener. The engine's own limits (message size, heartbeats, …) live in
 /// its [`EngineConfig`](chat_core::EngineConfig).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WsConfig {
-    /// The path of the WebSocket route (default `/ws`); other paths get 404.
+    /// The path of the WebSocket route (default `/ws`); other paths get 404, unless they
+    /// are pages ([`WsServer::with_page`]).
     pub path: String,
     /// How long the TCP connection may take to complete the WebSocket handshake
     /// (default 10 s).
     pub handshake_timeout: Duration,
-    /// Read buffer per connection (default 512 bytes, not tungstenite's 128 KiB): chat
-    /// frames are small, and an idle connection keeps its buffer.
-    pub read_buffer: usize,
-    /// Bytes buffered before a write goes to the socket (default 16 KiB); each batch of
-    /// frames is flushed at once anyway.
+    /// The largest HTTP request head accepted, in bytes (default 8 KiB); larger heads get
+    /// 431.
+    pub max_header_bytes: usize,
+    /// The most header fields a request may have (default 64); more get 431.
+    pub max_headers: usize,
+    /// Bytes of written frames that may wait before the engine is made to flush (default
+    /// 16 KiB); each batch of frames is flushed at once anyway.
     pub write_buffer: usize,
     /// On shutdown, how long connections may take to say goodbye (default 10 s: longer
     /// than the engine's own 5 s deadline for a close, so sessions end by themselves).
@@ -43,19 +45,25 @@ impl Default for WsConfig {
         WsConfig {
             path: "/ws".to_owned(),
             handshake_timeout: Duration::from_secs(10),
-            read_buffer: 512,
+            max_header_bytes: 8 * 1024,
+            max_headers: 64,
             write_buffer: 16 * 1024,
             shutdown_grace: Duration::from_secs(10),
         }
     }
 }
 
-/// A WebSocket listener serving one [`Engine`].
+/// A WebSocket listener serving one [`Engine`], and optionally a few static pages.
+///
+/// The WebSocket side is this crate's own RFC 6455 implementation: each frame the engine
+/// encoded once is written with a small header straight onto the socket, and an idle
+/// connection holds no read or write buffer.
 #[derive(Debug)]
 pub struct WsServer {
     listener: TcpListener,
     engine: Engine,
     config: WsConfig,
+    pages: Pages,
 }
 
 impl WsServer {
@@ -73,12 +81,33 @@ impl WsServer {
             listener,
             engine,
             config: WsConfig::default(),
+            pages: Pages::new(),
         }
     }
 
     /// Replaces the listener's settings.
     pub fn with_config(mut self, config: WsConfig) -> WsServer {
         self.config = config;
+        self
+    }
+
+    /// Serves `body` at `path` (e.g. `/` or `/app.js`) to a plain `GET` or `HEAD`, with
+    /// this `Content-Type`, `Cache-Control: no-cache` and `X-Content-Type-Options:
+    /// nosniff`; the connection closes after the response. Meant for a chat page next to
+    /// its WebSocket route, not as a web server.
+    pub fn with_page(
+        mut self,
+        path: impl Into<String>,
+        content_type: impl Into<String>,
+        body: impl Into<Bytes>,
+    ) -> WsServer {
+        self.pages.insert(
+            path.into(),
+            Page {
+                content_type: content_type.into(),
+                body: body.into(),
+            },
+        );
         self
     }
 
@@ -95,7 +124,9 @@ impl WsServer {
             listener,
             engine,
             config,
+            pages,
         } = self;
+        let settings = Arc::new((config, pages));
         let mut shutdown = std::pin::pin!(shutdown);
         let mut connections = JoinSet::new();
         loop {
@@ -103,7 +134,7 @@ impl WsServer {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => {
-                        connections.spawn(connection(engine.clone(), config.clone(), stream, addr));
+                        connections.spawn(connection(engine.clone(), settings.clone(), stream, addr));
                     }
                     Err(e) => {
                         // Out of file descriptors, most likely: back off instead of spinning.
@@ -116,7 +147,7 @@ impl WsServer {
         }
         drop(listener);
         engine.shutdown();
-        let drained = tokio::time::timeout(config.shutdown_grace, async {
+        let drained = tokio::time::timeout(settings.0.shutdown_grace, async {
             while connections.join_next().await.is_some() {}
         })
         .await;
@@ -131,49 +162,29 @@ impl WsServer {
     }
 }
 
-fn refusal(status: StatusCode, text: &str) -> ErrorResponse {
-    let mut response = ErrorResponse::new(Some(text.to_owned()));
-    *response.status_mut() = status;
-    response
-}
-
 /// One TCP connection: admission, handshake, then the engine's session.
-async fn connection(engine: Engine, config: WsConfig, stream: TcpStream, addr: SocketAddr) {
+async fn connection(
+    engine: Engine,
+    settings: Arc<(WsConfig, Pages)>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
+    let (config, pages) = &*settings;
     let admission = engine.admit();
-    let max_frame = engine.config().max_frame_bytes;
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer)
-        .write_buffer_size(config.write_buffer)
-        .max_message_size(Some(max_frame))
-        .max_frame_size(Some(max_frame));
-    let admitted = admission.is_ok();
-    let path = config.path.as_str();
-    // tungstenite's callback signature: its error type is the whole HTTP response.
-    #[allow(clippy::result_large_err)]
-    let check = |request: &Request, response: Response| {
-        if request.uri().path() != path {
-            return Err(refusal(StatusCode::NOT_FOUND, "no such route"));
-        }
-        if !admitted {
-            return Err(refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is full or shutting down",
-            ));
-        }
-        Ok(response)
-    };
-    // Boxed: the handshake's buffers and state are freed once it is done, leaving the
+    // Boxed: the handshake's buffer and state are freed once it is done, leaving the
     // connection's task small.
-    let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        check,
-        Some(ws_config),
+    let handshake = Box::pin(handshake::accept(
+        &mut stream,
+        config,
+        pages,
+        admission.is_ok(),
     ));
-    let ws = match tokio::time::timeout(config.handshake_timeout, handshake).await {
-        Ok(Ok(ws)) => ws,
+    let early = match tokio::time::timeout(config.handshake_timeout, handshake).await {
+        Ok(Ok(Some(early))) => early,
+        Ok(Ok(None)) => return,
         Ok(Err(e)) => {
-            tracing::debug!(%addr, error = %e, "handshake refused");
+            tracing::debug!(%addr, error = %e, "handshake failed");
             return;
         }
         Err(_) => {
@@ -184,9 +195,8 @@ async fn connection(engine: Engine, config: WsConfig, stream: TcpStream, addr: S
     let Ok(admission) = admission else {
         return;
     };
-    let (sink, stream) = ws.split();
-    let inbound = Incoming::new(stream, adapt::inbound);
-    let outbound = sink.with(|item| future::ready(Ok::<_, Error>(adapt::outbound(item))));
+    let max_message = engine.config().max_frame_bytes;
+    let (inbound, outbound) = socket::split(stream, early, max_message, config.write_buffer);
     engine
         .serve(admission, Peer { addr: Some(addr) }, inbound, outbound)
         .await;

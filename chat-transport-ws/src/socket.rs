@@ -1,0 +1,394 @@
+//! One upgraded connection as the engine's `Stream<Inbound>` and `Sink<Outbound>`, written
+//! straight onto the TCP socket.
+//!
+//! - **Writes** append each frame (a header and the engine's already encoded bytes) to one
+//!   buffer and hand the batch to the socket in as few system calls as it takes. The buffer
+//!   is freed whenever it has all been written, so an idle connection keeps none.
+//! - **Reads** go through a stack buffer. Only the bytes of a frame that has not fully
+//!   arrived are kept between reads, so an idle connection keeps no read buffer either.
+//! - The reader answers pings and closes itself (RFC 6455 §5.5), through the same buffer
+//!   as the writer, so that control frames never split a data frame. At most one pong
+//!   waits unwritten (§5.5.3 allows answering only the latest ping), so a peer that pings
+//!   and never reads cannot make the buffer grow.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use chat_core::engine::{Inbound, Outbound};
+use futures_util::{Sink, Stream};
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+
+use crate::wire::{self, Header, Violation};
+
+/// Bytes read per system call into the stack buffer.
+const READ_CHUNK: usize = 4096;
+/// The largest single read straight into a frame that is still arriving.
+const READ_MAX: usize = 64 * 1024;
+
+struct Shared {
+    tcp: TcpStream,
+    out: Mutex<Out>,
+}
+
+/// What waits to be written, in order.
+#[derive(Default)]
+struct Out {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    written: usize,
+    /// Where the latest pong in `buf` ends: it is unwritten while `written` is below.
+    pong_end: usize,
+    /// A close frame was queued: nothing follows it.
+    close_sent: bool,
+    /// A write failed; every later flush fails too.
+    broken: bool,
+}
+
+impl Out {
+    fn unwritten(&self) -> usize {
+        self.buf.len() - self.written
+    }
+
+    /// Queues a close frame, unless one was queued already.
+    fn close(&mut self, code: u16, reason: &str) {
+        if !self.close_sent {
+            wire::put_close(&mut self.buf, code, reason);
+            self.close_sent = true;
+        }
+    }
+
+    /// Writes what it can without waiting; the rest goes with the writer's next flush.
+    fn write_now(&mut self, tcp: &TcpStream) {
+        while !self.broken && self.unwritten() > 0 {
+            match tcp.try_write(&self.buf[self.written..]) {
+                Ok(0) => self.broken = true,
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => self.broken = true,
+            }
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.written += n;
+        if self.written == self.buf.len() {
+            // All out: give the memory back rather than keep a burst's worth per connection.
+            self.buf = Vec::new();
+            self.written = 0;
+            self.pong_end = 0;
+        }
+    }
+}
+
+/// Splits an upgraded socket into the engine's two halves. `read` holds the bytes that
+/// arrived with the handshake; frames and messages over `max_message` bytes are
+/// [`Inbound::TooLarge`]; the writer asks for a flush once `write_buffer` bytes wait.
+pub(crate) fn split(
+    tcp: TcpStream,
+    read: BytesMut,
+    max_message: usize,
+    write_buffer: usize,
+) -> (Reader, Writer) {
+    let shared = Arc::new(Shared {
+        tcp,
+        out: Mutex::new(Out::default()),
+    });
+    let reader = Reader {
+        shared: shared.clone(),
+        pending: read,
+        want: 0,
+        partial: None,
+        max_message,
+        done: false,
+    };
+    (
+        reader,
+        Writer {
+            shared,
+            write_buffer,
+        },
+    )
+}
+
+/// A message whose first fragments have arrived.
+struct Partial {
+    text: bool,
+    data: Vec<u8>,
+}
+
+/// What one frame amounts to.
+enum Step {
+    Item(Inbound),
+    /// A fragment, or nothing the engine needs to hear of.
+    Again,
+    /// The peer closed.
+    End,
+}
+
+/// The reading half: client frames, reassembled into the engine's [`Inbound`] items.
+pub(crate) struct Reader {
+    shared: Arc<Shared>,
+    /// Bytes read and not yet parsed: empty (and unallocated) between frames.
+    pending: BytesMut,
+    /// The length of the frame at the front of `pending`, once known.
+    want: usize,
+    partial: Option<Partial>,
+    max_message: usize,
+    done: bool,
+}
+
+impl Reader {
+    /// Parses the frame at the front of `pending`; `Ok(None)` when it has not all arrived.
+    fn next_frame(&mut self) -> Result<Option<Step>, Violation> {
+        let Some(header) = wire::parse_header(&self.pending)? else {
+            return Ok(None);
+        };
+        let so_far = self.partial.as_ref().map_or(0, |p| p.data.len());
+        if !header.is_control()
+            && header.len.saturating_add(so_far as u64) > self.max_message as u64
+        {
+            return Err(Violation::TooLarge);
+        }
+        // Below `max_message` (or 125 for a control frame), so it fits in a usize.
+        let total = header.size + header.len as usize;
+        if self.pending.len() < total {
+            self.want = total;
+            return Ok(None);
+        }
+        self.want = 0;
+        let payload = &mut self.pending[header.size..total];
+        wire::unmask(payload, header.mask, 0);
+        let step = self.on_frame(header, total);
+        self.pending.advance(total);
+        if self.pending.is_empty() {
+            self.pending = BytesMut::new();
+        }
+        step.map(Some)
+    }
+
+    fn on_frame(&mut self, header: Header, total: usize) -> Result<Step, Violation> {
+        let payload = &self.pending[header.size..total];
+        match header.opcode {
+            wire::OP_TEXT | wire::OP_BINARY => {
+                if self.partial.is_some() {
+                    return Err(Violation::Protocol("a new message inside a fragmented one"));
+                }
+                let text = header.opcode == wire::OP_TEXT;
+                if header.fin {
+                    return message(text, payload).map(Step::Item);
+                }
+                self.partial = Some(Partial {
+                    text,
+                    data: payload.to_vec(),
+                });
+                Ok(Step::Again)
+            }
+            wire::OP_CONTINUATION => {
+                let Some(partial) = self.partial.as_mut() else {
+                    return Err(Violation::Protocol("a continuation with no message"));
+                };
+                partial.data.extend_from_slice(payload);
+                if !header.fin {
+                    return Ok(Step::Again);
+                }
+                let Partial { text, data } = self.partial.take().expect("checked above");
+                message(text, &data).map(Step::Item)
+            }
+            wire::OP_PING => {
+                let mut out = self.shared.out.lock();
+                if !out.close_sent && out.written >= out.pong_end {
+                    wire::put_header(&mut out.buf, wire::OP_PONG, payload.len());
+                    out.buf.extend_from_slice(payload);
+                    out.pong_end = out.buf.len();
+                    out.write_now(&self.shared.tcp);
+                }
+                Ok(Step::Item(Inbound::Heartbeat))
+            }
+            wire::OP_PONG => Ok(Step::Item(Inbound::Heartbeat)),
+            _ => {
+                // OP_CLOSE: `parse_header` lets no other opcode through.
+                let code = match *payload {
+                    [] => wire::CLOSE_NORMAL,
+                    [_] => return Err(Violation::Protocol("a close payload of one byte")),
+                    [hi, lo, ref reason @ ..] => {
+                        let code = u16::from_be_bytes([hi, lo]);
+                        if !wire::valid_close_code(code) {
+                            return Err(Violation::Protocol("an invalid close code"));
+                        }
+                        if std::str::from_utf8(reason).is_err() {
+                            return Err(Violation::InvalidUtf8);
+                        }
+                        code
+                    }
+                };
+                let mut out = self.shared.out.lock();
+                // Echo the code (§5.5.1), unless this close answers ours.
+                out.close(code, "");
+                out.write_now(&self.shared.tcp);
+                Ok(Step::End)
+            }
+        }
+    }
+
+    /// Reads more bytes: into the stack buffer between frames, straight into `pending`
+    /// while a frame is arriving.
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.shared.tcp.poll_read_ready(cx))?;
+            let read = if self.pending.is_empty() {
+                let mut chunk = [0u8; READ_CHUNK];
+                let read = self.shared.tcp.try_read(&mut chunk);
+                if let Ok(n) = read {
+                    self.pending.extend_from_slice(&chunk[..n]);
+                }
+                read
+            } else {
+                let room = self
+                    .want
+                    .saturating_sub(self.pending.len())
+                    .clamp(READ_CHUNK, READ_MAX);
+                self.pending.reserve(room);
+                self.shared.tcp.try_read_buf(&mut self.pending)
+            };
+            match read {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        self.done = true;
+        self.pending = BytesMut::new();
+        self.partial = None;
+    }
+}
+
+/// A complete message for the engine. Text must be UTF-8 (RFC 6455 §8.1).
+fn message(text: bool, payload: &[u8]) -> Result<Inbound, Violation> {
+    if !text {
+        return Ok(Inbound::Binary);
+    }
+    if std::str::from_utf8(payload).is_err() {
+        return Err(Violation::InvalidUtf8);
+    }
+    Ok(Inbound::Text(Bytes::copy_from_slice(payload)))
+}
+
+impl Stream for Reader {
+    type Item = Inbound;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.next_frame() {
+                Ok(None) => {}
+                Ok(Some(Step::Item(item))) => return Poll::Ready(Some(item)),
+                Ok(Some(Step::Again)) => continue,
+                Ok(Some(Step::End)) => {
+                    this.end();
+                    return Poll::Ready(None);
+                }
+                // The engine answers with 1009.
+                Err(Violation::TooLarge) => {
+                    this.end();
+                    return Poll::Ready(Some(Inbound::TooLarge));
+                }
+                Err(violation) => {
+                    let (code, reason) = match violation {
+                        Violation::Protocol(reason) => (wire::CLOSE_PROTOCOL_ERROR, reason),
+                        _ => (wire::CLOSE_INVALID_PAYLOAD, "text that is not UTF-8"),
+                    };
+                    tracing::debug!(reason, "websocket protocol violation: closing");
+                    let mut out = this.shared.out.lock();
+                    out.close(code, reason);
+                    out.write_now(&this.shared.tcp);
+                    drop(out);
+                    this.end();
+                    return Poll::Ready(None);
+                }
+            }
+            match ready!(this.fill(cx)) {
+                Ok(0) | Err(_) => {
+                    this.end();
+                    return Poll::Ready(None);
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// The writing half: the engine's frames, straight onto the socket.
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    write_buffer: usize,
+}
+
+impl Writer {
+    fn flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let tcp = &self.shared.tcp;
+        let mut out = self.shared.out.lock();
+        loop {
+            if out.broken {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            if out.unwritten() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(tcp.poll_write_ready(cx))?;
+            out.write_now(tcp);
+        }
+    }
+}
+
+impl Sink<Outbound> for Writer {
+    type Error = io::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.shared.out.lock().unwritten() < self.write_buffer {
+            return Poll::Ready(Ok(()));
+        }
+        self.flush(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Outbound) -> io::Result<()> {
+        let mut out = self.shared.out.lock();
+        if out.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if out.close_sent {
+            // Nothing may follow a close frame.
+            return Ok(());
+        }
+        match item {
+            Outbound::Frame(frame) => {
+                let bytes = frame.as_bytes();
+                out.buf.reserve(wire::MAX_HEADER + bytes.len());
+                wire::put_header(&mut out.buf, wire::OP_TEXT, bytes.len());
+                out.buf.extend_from_slice(bytes);
+            }
+            Outbound::Ping => wire::put_header(&mut out.buf, wire::OP_PING, 0),
+            Outbound::Close(code) => out.close(code.code(), code.reason()),
+            // `Outbound` is non-exhaustive: anything newer is a heartbeat at worst.
+            #[allow(unreachable_patterns)]
+            _ => wire::put_header(&mut out.buf, wire::OP_PING, 0),
+        }
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.flush(cx)
+    }
+}
