@@ -56,7 +56,7 @@ impl Out {
     /// Queues a close frame, unless one was queued already.
     fn close(&mut self, code: u16, reason: &str) {
         if !self.close_sent {
-            wire::put_close(&mut self.buf, code, reason);
+            wire::put_close(self.buf_for(wire::MAX_HEADER + 125), code, reason);
             self.close_sent = true;
         }
     }
@@ -76,12 +76,44 @@ impl Out {
     fn advance(&mut self, n: usize) {
         self.written += n;
         if self.written == self.buf.len() {
-            // All out: give the memory back rather than keep a burst's worth per connection.
-            self.buf = Vec::new();
+            // All out: the buffer goes back to the thread's spare, so an idle connection
+            // keeps none and a busy thread allocates none.
+            give_back(std::mem::take(&mut self.buf));
             self.written = 0;
             self.pong_end = 0;
         }
     }
+
+    /// The buffer to append a frame of about `len` bytes to.
+    fn buf_for(&mut self, len: usize) -> &mut Vec<u8> {
+        if self.buf.capacity() == 0 {
+            self.buf = SPARE.take();
+        }
+        self.buf.reserve(len);
+        &mut self.buf
+    }
+}
+
+/// Write buffers kept at most this large for reuse.
+const SPARE_MAX: usize = 64 * 1024;
+
+thread_local! {
+    /// A worker thread's spare write buffer. A flush usually fills and empties a buffer
+    /// within one poll on one thread, so the same memory serves every connection the
+    /// thread writes to.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() > SPARE_MAX {
+        return;
+    }
+    buf.clear();
+    SPARE.with(|spare| {
+        // Keep the larger of the two.
+        let old = spare.take();
+        spare.set(if old.capacity() >= buf.capacity() { old } else { buf });
+    });
 }
 
 /// Splits an upgraded socket into the engine's two halves. `read` holds the bytes that
@@ -201,8 +233,9 @@ impl Reader {
             wire::OP_PING => {
                 let mut out = self.shared.out.lock();
                 if !out.close_sent && out.written >= out.pong_end {
-                    wire::put_header(&mut out.buf, wire::OP_PONG, payload.len());
-                    out.buf.extend_from_slice(payload);
+                    let buf = out.buf_for(wire::MAX_HEADER + payload.len());
+                    wire::put_header(buf, wire::OP_PONG, payload.len());
+                    buf.extend_from_slice(payload);
                     out.pong_end = out.buf.len();
                     out.write_now(&self.shared.tcp);
                 }
@@ -371,15 +404,13 @@ impl Sink<Outbound> for Writer {
         match item {
             Outbound::Frame(frame) => {
                 let bytes = frame.as_bytes();
-                out.buf.reserve(wire::MAX_HEADER + bytes.len());
-                wire::put_header(&mut out.buf, wire::OP_TEXT, bytes.len());
-                out.buf.extend_from_slice(bytes);
+                let buf = out.buf_for(wire::MAX_HEADER + bytes.len());
+                wire::put_header(buf, wire::OP_TEXT, bytes.len());
+                buf.extend_from_slice(bytes);
             }
-            Outbound::Ping => wire::put_header(&mut out.buf, wire::OP_PING, 0),
             Outbound::Close(code) => out.close(code.code(), code.reason()),
-            // `Outbound` is non-exhaustive: anything newer is a heartbeat at worst.
-            #[allow(unreachable_patterns)]
-            _ => wire::put_header(&mut out.buf, wire::OP_PING, 0),
+            // A ping; `Outbound` is non-exhaustive: anything newer is a heartbeat at worst.
+            _ => wire::put_header(out.buf_for(wire::MAX_HEADER), wire::OP_PING, 0),
         }
         Ok(())
     }
