@@ -11,6 +11,7 @@
 //! | [`core`] | `chat-core`: ids, protocol v1 frames and codec, backend traits | always |
 //! | `memory` | `chat-store-memory`: in-memory store, delivery and presence | `memory` (default) |
 //! | `sqlite` | `chat-store-sqlite`: durable store and delivery on one SQLite file | `sqlite` |
+//! | `postgres` | `chat-store-postgres`: shared store and delivery on PostgreSQL, the sequencer of a cluster | `postgres` |
 //! | `ws` | `chat-transport-ws`: the WebSocket transport | `ws` (default) |
 //! | `client` | `chat-client`: the Rust client (reconnects, resumes, never a duplicate or a gap) | `client` |
 //!
@@ -49,6 +50,7 @@
 //! | `memory` | yes | [`memory`]: `MemoryStore`, `MemoryPresence` |
 //! | `ws` | yes | [`ws`]: the WebSocket transport |
 //! | `sqlite` | no | `sqlite`: `SqliteStore` |
+//! | `postgres` | no | `postgres`: `PostgresStore` |
 //! | `axum` | no | `ws::axum`: the chat route for an axum app |
 //! | `client` | no | [`client`]: the Rust client |
 //! | `testkit` | no | `core::testkit`: the conformance suite for your own backends |
@@ -65,6 +67,9 @@ pub use chat_store_memory as memory;
 
 #[cfg(feature = "sqlite")]
 pub use chat_store_sqlite as sqlite;
+
+#[cfg(feature = "postgres")]
+pub use chat_store_postgres as postgres;
 
 #[cfg(feature = "ws")]
 pub use chat_transport_ws as ws;
