@@ -148,3 +148,46 @@ impl DeliveryTracker for TempSchemaStore {
         self.store.user_cursors(user).await
     }
 }
+
+/// A fresh, empty schema on the test database, dropped with this guard; for servers
+/// started as processes, which take it as part of their URL.
+#[derive(Debug)]
+pub struct SchemaGuard {
+    pub url: String,
+    pub schema: String,
+}
+
+impl SchemaGuard {
+    pub async fn create(url: &str) -> SchemaGuard {
+        let schema = unique_schema();
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        let task = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .expect("create the test schema");
+        drop(client);
+        let _ = task.await;
+        SchemaGuard {
+            url: url.to_owned(),
+            schema,
+        }
+    }
+
+    /// The database URL with `search_path` set to the schema (libpq's `options`).
+    pub fn url_with_search_path(&self) -> String {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{separator}options=-c%20search_path%3D{}",
+            self.url, self.schema
+        )
+    }
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        drop_schema(&self.url, &self.schema);
+    }
+}
