@@ -242,6 +242,14 @@ impl Outbox {
                     batch.push(Outbound::Close(code));
                     return true;
                 }
+                // Going idle: an idle connection keeps no queue memory (a burst's buffers
+                // would otherwise stay with every connection that ever had one).
+                if state.queue.capacity() > 0 {
+                    state.queue = VecDeque::new();
+                }
+            }
+            if batch.capacity() > 0 {
+                *batch = Vec::new();
             }
             ready.await;
         }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chat_core::Engine;
-use chat_core::engine::Peer;
+use chat_core::engine::{Admission, Peer};
+use futures_util::FutureExt;
+use futures_util::future::{self, Either};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::task::JoinSet;
 
@@ -162,42 +164,55 @@ impl WsServer {
     }
 }
 
-/// One TCP connection: admission, handshake, then the engine's session.
-async fn connection(
+/// One TCP connection: admission, handshake, then the engine's session. Built from two
+/// futures in sequence rather than one `async fn`, so that a connection's task holds only
+/// the session once the handshake is over.
+fn connection(
+    engine: Engine,
+    settings: Arc<(WsConfig, Pages)>,
+    stream: TcpStream,
+    addr: SocketAddr,
+) -> impl Future<Output = ()> + Send {
+    Box::pin(upgrade(engine, settings, stream, addr)).then(|upgraded| match upgraded {
+        Some((engine, admission, inbound, outbound, addr)) => {
+            Either::Left(engine.serve(admission, Peer { addr: Some(addr) }, inbound, outbound))
+        }
+        None => Either::Right(future::ready(())),
+    })
+}
+
+/// Admission and handshake: the session's parts, or `None` when the connection was
+/// answered otherwise (a page, a refusal) or failed.
+async fn upgrade(
     engine: Engine,
     settings: Arc<(WsConfig, Pages)>,
     mut stream: TcpStream,
     addr: SocketAddr,
-) {
+) -> Option<(
+    Engine,
+    Admission,
+    socket::Reader,
+    socket::Writer,
+    SocketAddr,
+)> {
     let _ = stream.set_nodelay(true);
     let (config, pages) = &*settings;
     let admission = engine.admit();
-    // Boxed: the handshake's buffer and state are freed once it is done, leaving the
-    // connection's task small.
-    let handshake = Box::pin(handshake::accept(
-        &mut stream,
-        config,
-        pages,
-        admission.is_ok(),
-    ));
+    let handshake = handshake::accept(&mut stream, config, pages, admission.is_ok());
     let early = match tokio::time::timeout(config.handshake_timeout, handshake).await {
         Ok(Ok(Some(early))) => early,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             tracing::debug!(%addr, error = %e, "handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!(%addr, "handshake timed out");
-            return;
+            return None;
         }
     };
-    let Ok(admission) = admission else {
-        return;
-    };
+    let admission = admission.ok()?;
     let max_message = engine.config().max_frame_bytes;
     let (inbound, outbound) = socket::split(stream, early, max_message, config.write_buffer);
-    engine
-        .serve(admission, Peer { addr: Some(addr) }, inbound, outbound)
-        .await;
+    Some((engine, admission, inbound, outbound, addr))
 }

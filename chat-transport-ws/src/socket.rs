@@ -112,7 +112,11 @@ fn give_back(mut buf: Vec<u8>) {
     SPARE.with(|spare| {
         // Keep the larger of the two.
         let old = spare.take();
-        spare.set(if old.capacity() >= buf.capacity() { old } else { buf });
+        spare.set(if old.capacity() >= buf.capacity() {
+            old
+        } else {
+            buf
+        });
     });
 }
 

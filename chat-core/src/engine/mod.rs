@@ -264,12 +264,20 @@ impl Engine {
     /// Cancel safe in the sense that matters: dropping the future closes the session
     /// (presence, hubs) the next time the engine notices, and never loses a message that
     /// was acknowledged.
-    pub async fn serve<I, O>(&self, admission: Admission, peer: Peer, inbound: I, outbound: O)
+    // Not an `async fn`: a wrapper future would keep a second copy of the arguments in
+    // every connection's task.
+    pub fn serve<I, O>(
+        &self,
+        admission: Admission,
+        peer: Peer,
+        inbound: I,
+        outbound: O,
+    ) -> impl Future<Output = ()> + Send + use<I, O>
     where
         I: futures_util::Stream<Item = Inbound> + Unpin + Send,
         O: futures_util::Sink<Outbound> + Unpin + Send,
     {
-        session::serve(self.inner.clone(), admission, peer, inbound, outbound).await;
+        session::serve(self.inner.clone(), admission, peer, inbound, outbound)
     }
 
     /// Starts a graceful shutdown: refuses new connections, and closes every connection

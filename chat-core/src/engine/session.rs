@@ -97,80 +97,85 @@ impl Drop for SessionGuard {
     }
 }
 
-pub(super) async fn serve<I, O>(
+// Not an `async fn`: its arguments would be kept twice in the future, once as arguments
+// and once as locals, in every connection's task.
+#[allow(clippy::manual_async_fn)]
+pub(super) fn serve<I, O>(
     engine: Arc<Inner>,
     admission: Admission,
     peer: Peer,
     mut inbound: I,
     mut outbound: O,
-) where
+) -> impl Future<Output = ()> + Send + use<I, O>
+where
     I: Stream<Item = Inbound> + Unpin + Send,
     O: Sink<Outbound> + Unpin + Send,
 {
-    let _admission = admission;
-    // Boxed: the hello phase's state is freed once the session runs.
-    let Some((guard, catchups)) = Box::pin(hello(&engine, &mut inbound, &mut outbound)).await
-    else {
-        return;
-    };
-    let conn = guard.conn.clone();
-    tracing::debug!(user = %conn.user(), conn = %conn.id(), peer = ?peer.addr, "session open");
+    async move {
+        // Held until the session ends.
+        let _admission = &admission;
+        // Boxed: the hello phase's state is freed once the session runs.
+        let Some((guard, catchups)) = Box::pin(hello(&engine, &mut inbound, &mut outbound)).await
+        else {
+            return;
+        };
+        let conn = guard.conn.clone();
+        tracing::debug!(user = %conn.user(), conn = %conn.id(), peer = ?peer.addr, "session open");
 
-    let started = Instant::now();
-    let heard = AtomicU64::new(0);
-    // The parts of a session, polled as a set that polls only the part that was woken: a
-    // frame queued for writing wakes the writer alone, not the reader, the heartbeat and
-    // the rest (a single `select!` would poll them all, on every frame of every recipient).
-    let mut parts: FuturesUnordered<Pin<Box<dyn Future<Output = Part> + Send + '_>>> =
-        FuturesUnordered::new();
-    parts.push(Box::pin(async {
-        read_loop(&engine, &conn, &mut inbound, &heard, started).await;
-        Part::Reader
-    }));
-    parts.push(Box::pin(async {
-        write_loop(&conn, &mut outbound).await;
-        Part::Writer
-    }));
-    parts.push(Box::pin(async {
-        tokio::select! {
-            () = heartbeat(&conn, &heard, started, engine.config.heartbeat) => Part::Heartbeat,
-            () = async {
-                conn.outbox.wait_closing().await;
-                tokio::time::sleep(CLOSE_DEADLINE).await;
-            } => Part::Deadline,
+        let started = Instant::now();
+        let heard = AtomicU64::new(0);
+        // The parts of a session, polled as a set that polls only the part that was woken: a
+        // frame queued for writing wakes the writer alone, not the reader, the heartbeat and
+        // the rest (a single `select!` would poll them all, on every frame of every recipient).
+        let mut parts: FuturesUnordered<Pin<Box<dyn Future<Output = Part> + Send + '_>>> =
+            FuturesUnordered::new();
+        parts.push(Box::pin(async {
+            read_loop(&engine, &conn, &mut inbound, &heard, started).await;
+            Part::Reader
+        }));
+        parts.push(Box::pin(async {
+            write_loop(&conn, &mut outbound).await;
+            Part::Writer
+        }));
+        parts.push(Box::pin(heartbeat(
+            &conn,
+            &heard,
+            started,
+            engine.config.heartbeat,
+        )));
+        parts.push(Box::pin(async {
+            catch_up(&engine, &conn, catchups).await;
+            Part::CaughtUp
+        }));
+        let first = loop {
+            match parts.next().await {
+                Some(Part::CaughtUp) => continue,
+                other => break other,
+            }
+        };
+        match first {
+            // The peer is gone, or stopped reading after a frame we must answer with a close
+            // (1009): let the writer send what is queued, briefly.
+            Some(Part::Reader) if conn.is_closed() => {
+                Box::pin(wait_for(&mut parts, Part::Writer)).await;
+            }
+            // We closed: give the peer a moment to answer, then let go.
+            Some(Part::Writer) => {
+                Box::pin(wait_for(&mut parts, Part::Reader)).await;
+            }
+            Some(Part::Heartbeat) => {
+                tracing::debug!(user = %conn.user(), conn = %conn.id(), "silent for two heartbeats: closed");
+            }
+            Some(Part::Deadline) => {
+                tracing::debug!(user = %conn.user(), conn = %conn.id(), "closing took too long: dropped");
+            }
+            _ => {}
         }
-    }));
-    parts.push(Box::pin(async {
-        catch_up(&engine, &conn, catchups).await;
-        Part::CaughtUp
-    }));
-    let first = loop {
-        match parts.next().await {
-            Some(Part::CaughtUp) => continue,
-            other => break other,
-        }
-    };
-    match first {
-        // The peer is gone, or stopped reading after a frame we must answer with a close
-        // (1009): let the writer send what is queued, briefly.
-        Some(Part::Reader) if conn.is_closed() => {
-            wait_for(&mut parts, Part::Writer).await;
-        }
-        // We closed: give the peer a moment to answer, then let go.
-        Some(Part::Writer) => {
-            wait_for(&mut parts, Part::Reader).await;
-        }
-        Some(Part::Heartbeat) => {
-            tracing::debug!(user = %conn.user(), conn = %conn.id(), "silent for two heartbeats: closed");
-        }
-        Some(Part::Deadline) => {
-            tracing::debug!(user = %conn.user(), conn = %conn.id(), "closing took too long: dropped");
-        }
-        _ => {}
+        drop(parts);
+        // Boxed: the ending's state exists only while it runs.
+        Box::pin(guard.end()).await;
+        tracing::debug!(user = %conn.user(), conn = %conn.id(), "session closed");
     }
-    drop(parts);
-    guard.end().await;
-    tracing::debug!(user = %conn.user(), conn = %conn.id(), "session closed");
 }
 
 /// Sends a last frame and a close straight to the sink (no session, no queue yet).
@@ -530,26 +535,46 @@ async fn write_loop<O: Sink<Outbound> + Unpin>(conn: &LocalConnection, outbound:
         if outbound.flush().await.is_err() || closing {
             return;
         }
-        // A burst may have grown the batch; an idle connection should not keep it.
-        batch.shrink_to(16);
     }
 }
 
-/// Pings every interval; ends when nothing was heard from the peer for two intervals.
-/// One timer, reset to whichever comes first: the next ping or the silence deadline.
-async fn heartbeat(conn: &LocalConnection, heard: &AtomicU64, started: Instant, every: Duration) {
+/// Pings every interval; ends with [`Part::Heartbeat`] when nothing was heard from the
+/// peer for two intervals, or with [`Part::Deadline`] when closing has taken longer than
+/// [`CLOSE_DEADLINE`]. One timer, reset to whichever comes first.
+async fn heartbeat(
+    conn: &LocalConnection,
+    heard: &AtomicU64,
+    started: Instant,
+    every: Duration,
+) -> Part {
     let last_heard = || started + Duration::from_millis(heard.load(Ordering::Relaxed));
     let mut next_ping = started + every;
+    let mut close_by: Option<Instant> = None;
     let timer = tokio::time::sleep_until(next_ping);
     tokio::pin!(timer);
     loop {
+        let silence = last_heard() + every * 2;
+        let wake = next_ping.min(silence);
         timer
             .as_mut()
-            .reset(next_ping.min(last_heard() + every * 2));
-        timer.as_mut().await;
+            .reset(close_by.map_or(wake, |close_by| wake.min(close_by)));
+        if close_by.is_none() {
+            tokio::select! {
+                () = timer.as_mut() => {}
+                () = conn.outbox.wait_closing() => {
+                    close_by = Some(Instant::now() + CLOSE_DEADLINE);
+                    continue;
+                }
+            }
+        } else {
+            timer.as_mut().await;
+        }
         let now = Instant::now();
+        if close_by.is_some_and(|close_by| close_by <= now) {
+            return Part::Deadline;
+        }
         if last_heard() + every * 2 <= now {
-            return;
+            return Part::Heartbeat;
         }
         if now >= next_ping {
             conn.outbox.ping();
@@ -581,37 +606,54 @@ async fn read_loop<I: Stream<Item = Inbound> + Unpin>(
             // Closing: read on only to let the peer finish.
             continue;
         }
-        let text = match frame {
-            Inbound::Heartbeat => continue,
-            Inbound::TooLarge => {
-                conn.close(CloseCode::TooBig);
-                continue;
+        // Decided outside this future: nothing of the frame or the request is borrowed
+        // here, so none of it is stored in the reader's resident state (which is an idle
+        // connection's memory); the rare waits are boxed.
+        match triage(engine, frame, &mut rate) {
+            Triage::Skip => {}
+            Triage::TooLarge => conn.close(CloseCode::TooBig),
+            Triage::Handle(request) => Box::pin(session.handle(request)).await,
+            Triage::Refuse(error) => {
+                let _ = Box::pin(conn.outbox.push_paced(error)).await;
             }
-            Inbound::Binary => None,
-            Inbound::Text(text) => Some(text),
-        };
-        let request = match text {
-            None => Err(crate::protocol::Rejection::binary_frame()),
-            Some(text) => Request::decode(&text, &engine.config.decode),
-        };
-        if !rate.take() {
-            let id = request.as_ref().map_or_else(|r| r.id, |r| r.id);
-            let error =
-                ServerFrame::error(id, ErrorCode::RateLimited, "too many frames; slow down");
-            let _ = conn.outbox.push_paced(error.encode()).await;
-            if !strikes.take() {
-                conn.close(CloseCode::RateLimited);
+            Triage::Throttle(error) => {
+                let _ = Box::pin(conn.outbox.push_paced(error)).await;
+                if !strikes.take() {
+                    conn.close(CloseCode::RateLimited);
+                }
             }
-            continue;
         }
-        match request {
-            Err(rejection) => {
-                let _ = conn.outbox.push_paced(rejection.to_frame().encode()).await;
-            }
-            // Boxed: a request's state lives only while it is handled, so an idle
-            // connection's reader stays small.
-            Ok(request) => Box::pin(session.handle(request)).await,
-        }
+    }
+}
+
+/// What the reader does with one frame.
+enum Triage {
+    /// A heartbeat: nothing.
+    Skip,
+    /// Over the frame limit: close with 1009.
+    TooLarge,
+    Handle(Request),
+    /// Malformed: answer with this error.
+    Refuse(Encoded),
+    /// Over the rate limit: answer with this error, and count a strike.
+    Throttle(Encoded),
+}
+
+fn triage(engine: &Inner, frame: Inbound, rate: &mut TokenBucket) -> Triage {
+    let request = match frame {
+        Inbound::Heartbeat => return Triage::Skip,
+        Inbound::TooLarge => return Triage::TooLarge,
+        Inbound::Binary => Err(crate::protocol::Rejection::binary_frame()),
+        Inbound::Text(text) => Request::decode(&text, &engine.config.decode),
+    };
+    if !rate.take() {
+        let id = request.as_ref().map_or_else(|r| r.id, |r| r.id);
+        let error = ServerFrame::error(id, ErrorCode::RateLimited, "too many frames; slow down");
+        return Triage::Throttle(error.encode());
+    }
+    match request {
+        Ok(request) => Triage::Handle(request),
+        Err(rejection) => Triage::Refuse(rejection.to_frame().encode()),
     }
 }
 
