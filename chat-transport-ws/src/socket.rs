@@ -7,9 +7,12 @@
 //! - **Reads** go through a stack buffer. Only the bytes of a frame that has not fully
 //!   arrived are kept between reads, so an idle connection keeps no read buffer either.
 //! - The reader answers pings and closes itself (RFC 6455 §5.5), through the same buffer
-//!   as the writer, so that control frames never split a data frame. At most one pong
-//!   waits unwritten (§5.5.3 allows answering only the latest ping), so a peer that pings
-//!   and never reads cannot make the buffer grow.
+//!   as the writer, so that control frames never split a data frame. A pong that cannot
+//!   go out at once waits in one slot, replaced by the next ping's (§5.5.3 allows
+//!   answering only the latest), and joins the buffer between two frames: a peer that
+//!   pings and never reads cannot make anything grow. When the writer is not itself
+//!   waiting for the socket, the reader waits for it to take what is left, so a pong is
+//!   never held back until the engine's next frame.
 
 use std::io;
 use std::pin::Pin;
@@ -40,8 +43,10 @@ struct Out {
     buf: Vec<u8>,
     /// Bytes of `buf` already written.
     written: usize,
-    /// Where the latest pong in `buf` ends: it is unwritten while `written` is below.
-    pong_end: usize,
+    /// The payload of the latest ping not yet answered, while `buf` is busy.
+    pong: Option<Vec<u8>>,
+    /// The writer is waiting for the socket to take `buf` (and will be woken for it).
+    writer_waiting: bool,
     /// A close frame was queued: nothing follows it.
     close_sent: bool,
     /// A write failed; every later flush fails too.
@@ -55,15 +60,52 @@ impl Out {
 
     /// Queues a close frame, unless one was queued already.
     fn close(&mut self, code: u16, reason: &str) {
+        self.put_waiting_pong();
         if !self.close_sent {
             wire::put_close(self.buf_for(wire::MAX_HEADER + 125), code, reason);
             self.close_sent = true;
         }
     }
 
-    /// Writes what it can without waiting; the rest goes with the writer's next flush.
+    /// Answers a ping: at once when nothing else waits, else in the pong slot.
+    fn pong(&mut self, payload: &[u8]) {
+        if self.close_sent {
+            return;
+        }
+        if self.unwritten() == 0 {
+            let buf = self.buf_for(wire::MAX_HEADER + payload.len());
+            wire::put_header(buf, wire::OP_PONG, payload.len());
+            buf.extend_from_slice(payload);
+        } else {
+            self.pong = Some(payload.to_vec());
+        }
+    }
+
+    /// Moves the waiting pong, if any, to the end of the buffer (a frame boundary):
+    /// before whatever frame is queued next.
+    fn put_waiting_pong(&mut self) {
+        if let Some(payload) = self.pong.take() {
+            if !self.close_sent {
+                let buf = self.buf_for(wire::MAX_HEADER + payload.len());
+                wire::put_header(buf, wire::OP_PONG, payload.len());
+                buf.extend_from_slice(&payload);
+            }
+        }
+    }
+
+    /// Writes what it can without waiting.
     fn write_now(&mut self, tcp: &TcpStream) {
-        while !self.broken && self.unwritten() > 0 {
+        loop {
+            if self.unwritten() == 0 {
+                // Between two frames: the waiting pong, if any, goes now.
+                self.put_waiting_pong();
+                if self.unwritten() == 0 {
+                    return;
+                }
+            }
+            if self.broken {
+                return;
+            }
             match tcp.try_write(&self.buf[self.written..]) {
                 Ok(0) => self.broken = true,
                 Ok(n) => self.advance(n),
@@ -80,7 +122,6 @@ impl Out {
             // keeps none and a busy thread allocates none.
             give_back(std::mem::take(&mut self.buf));
             self.written = 0;
-            self.pong_end = 0;
         }
     }
 
@@ -236,13 +277,8 @@ impl Reader {
             }
             wire::OP_PING => {
                 let mut out = self.shared.out.lock();
-                if !out.close_sent && out.written >= out.pong_end {
-                    let buf = out.buf_for(wire::MAX_HEADER + payload.len());
-                    wire::put_header(buf, wire::OP_PONG, payload.len());
-                    buf.extend_from_slice(payload);
-                    out.pong_end = out.buf.len();
-                    out.write_now(&self.shared.tcp);
-                }
+                out.pong(payload);
+                out.write_now(&self.shared.tcp);
                 Ok(Step::Item(Inbound::Heartbeat))
             }
             wire::OP_PONG => Ok(Step::Item(Inbound::Heartbeat)),
@@ -294,6 +330,22 @@ impl Reader {
             match read {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    /// Sees that what the reader queued (a pong, a close) reaches the socket: when the
+    /// writer is not waiting for the socket itself, the reader does, with its own waker.
+    /// (A socket keeps one waker for writing: taking it from a waiting writer would
+    /// stall the writer.)
+    fn push_out(&self, cx: &mut Context<'_>) {
+        let tcp = &self.shared.tcp;
+        let mut out = self.shared.out.lock();
+        while !out.writer_waiting && !out.broken && (out.unwritten() > 0 || out.pong.is_some()) {
+            match tcp.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => out.write_now(tcp),
+                Poll::Ready(Err(_)) => out.broken = true,
+                Poll::Pending => return,
             }
         }
     }
@@ -352,7 +404,14 @@ impl Stream for Reader {
                     return Poll::Ready(None);
                 }
             }
-            match ready!(this.fill(cx)) {
+            let filled = match this.fill(cx) {
+                Poll::Ready(filled) => filled,
+                Poll::Pending => {
+                    this.push_out(cx);
+                    return Poll::Pending;
+                }
+            };
+            match filled {
                 Ok(0) | Err(_) => {
                     this.end();
                     return Poll::Ready(None);
@@ -374,14 +433,27 @@ impl Writer {
         let tcp = &self.shared.tcp;
         let mut out = self.shared.out.lock();
         loop {
+            out.write_now(tcp);
             if out.broken {
+                out.writer_waiting = false;
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             }
             if out.unwritten() == 0 {
+                out.writer_waiting = false;
                 return Poll::Ready(Ok(()));
             }
-            ready!(tcp.poll_write_ready(cx))?;
-            out.write_now(tcp);
+            match tcp.poll_write_ready(cx) {
+                Poll::Pending => {
+                    out.writer_waiting = true;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => {
+                    out.writer_waiting = false;
+                    out.broken = true;
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Ready(Ok(())) => {}
+            }
         }
     }
 }
@@ -405,6 +477,7 @@ impl Sink<Outbound> for Writer {
             // Nothing may follow a close frame.
             return Ok(());
         }
+        out.put_waiting_pong();
         match item {
             Outbound::Frame(frame) => {
                 let bytes = frame.as_bytes();
