@@ -50,7 +50,8 @@ CREATE TABLE cursors (
 -- Appends a batch in one transaction. Row k of the result answers input k:
 -- status 0 = no such room, 1 = appended at out_seq, 2 = a retry of the stored message
 -- (out_seq, out_body, out_meta, out_ts).
--- Every room of the batch is locked first, in id order, so that concurrent batches (from
+-- Every room of the batch is locked first (FOR NO KEY UPDATE: joins, whose foreign keys
+-- only share-lock the room, need not wait), in id order, so that concurrent batches (from
 -- any number of processes) queue on each room's row instead of deadlocking; under that
 -- lock the idempotency lookup and the next seq see every committed append.
 CREATE FUNCTION chat_append(
@@ -63,7 +64,7 @@ DECLARE
     v_room bigint;
     v_seq bigint;
 BEGIN
-    PERFORM 1 FROM rooms r WHERE r.name = ANY (p_rooms) ORDER BY r.id FOR UPDATE;
+    PERFORM 1 FROM rooms r WHERE r.name = ANY (p_rooms) ORDER BY r.id FOR NO KEY UPDATE;
     FOR k IN 1 .. coalesce(array_length(p_rooms, 1), 0) LOOP
         idx := k;
         out_seq := NULL; out_body := NULL; out_meta := NULL; out_ts := NULL;
