@@ -19,7 +19,7 @@
 //! - Tables: `rooms`, `messages`, `members`, `cursors` (a member's cursors are dropped with
 //!   its membership), optionally in a schema of their own ([`PostgresConfig::schema`]).
 //!
-//! It passes the whole [`chat_core::testkit`] (`tests/testkit.rs`, against the database in
+//! It passes the whole `chat_core::testkit` (`tests/testkit.rs`, against the database in
 //! `CHAT_TEST_POSTGRES_URL`, in a fresh schema per clause), a crash test that kills a server
 //! on it with `SIGKILL` mid-burst, and a test with two server processes on one database.
 //!

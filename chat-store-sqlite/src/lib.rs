@@ -19,7 +19,7 @@
 //! - The schema is created and migrated on open (tracked by `PRAGMA user_version`); a newer
 //!   schema, or another application's database, is refused.
 //!
-//! It passes the whole [`chat_core::testkit`] (see this crate's `tests/testkit.rs`), and a
+//! It passes the whole `chat_core::testkit` (see this crate's `tests/testkit.rs`), and a
 //! crash test kills a server on it with `SIGKILL` mid-burst, again and again, and finds
 //! every acked message (`tests/crash_consistency.rs`).
 //!
