@@ -384,6 +384,8 @@ export class ChatClient {
     this._ticker = null;
     this._first = null;
     this._closing = false;
+    this._retryNow = null;
+    this._network = null;
   }
 
   /**
@@ -675,6 +677,7 @@ export class ChatClient {
   async _run() {
     const tick = () => this._tick();
     this._ticker = setInterval(tick, 250);
+    this._watchNetwork();
     let attempt = 0;
     let reason = null;
     this._setState('connecting', { attempt: 1, reason });
@@ -728,20 +731,44 @@ export class ChatClient {
     return Math.round(step / 2 + (step / 2) * Math.random());
   }
 
-  /** Waits `delay` ms; false when the application closed the client meanwhile. */
+  /**
+   * Waits `delay` ms (less when the browser says the network is back); false when the
+   * application closed the client meanwhile.
+   */
   _backOff(delay) {
     if (this._closing) return Promise.resolve(false);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this._wake = null;
-        resolve(true);
-      }, delay);
-      this._wake = () => {
+      const done = (again) => {
         clearTimeout(timer);
         this._wake = null;
-        resolve(false);
+        this._retryNow = null;
+        resolve(again);
       };
+      const timer = setTimeout(() => done(true), delay);
+      this._wake = () => done(false);
+      this._retryNow = () => done(true);
     });
+  }
+
+  /**
+   * In a browser, the `offline` event ends the session at once (a socket on a network
+   * that went away may not notice for a long time) and `online` retries without waiting
+   * for the backoff.
+   */
+  _watchNetwork() {
+    const target = globalThis;
+    const nav = globalThis.navigator;
+    if (typeof target.addEventListener !== 'function' || !nav || typeof nav.onLine !== 'boolean') return;
+    const offline = () => {
+      if (nav.onLine === false) this._endSession?.({ kind: 'lost', reason: 'the network went offline' });
+    };
+    const online = () => this._retryNow?.();
+    target.addEventListener('offline', offline);
+    target.addEventListener('online', online);
+    this._network = () => {
+      target.removeEventListener('offline', offline);
+      target.removeEventListener('online', online);
+    };
   }
 
   /** Fails every waiting request and says so. */
@@ -750,6 +777,8 @@ export class ChatClient {
     this._online = false;
     if (this._ticker) clearInterval(this._ticker);
     this._ticker = null;
+    this._network?.();
+    this._network = null;
     const pending = this._pending;
     this._pending = [];
     for (const p of pending) p.reject(error);
