@@ -115,7 +115,8 @@ where
         // Held until the session ends.
         let _admission = &admission;
         // Boxed: the hello phase's state is freed once the session runs.
-        let Some((guard, catchups)) = Box::pin(hello(&engine, &mut inbound, &mut outbound)).await
+        let Some((guard, catchups, expires)) =
+            Box::pin(hello(&engine, &mut inbound, &mut outbound)).await
         else {
             return;
         };
@@ -142,6 +143,7 @@ where
             &heard,
             started,
             engine.config.heartbeat,
+            expires,
         )));
         parts.push(Box::pin(async {
             catch_up(&engine, &conn, catchups).await;
@@ -197,7 +199,7 @@ async fn hello<I, O>(
     engine: &Arc<Inner>,
     inbound: &mut I,
     outbound: &mut O,
-) -> Option<(SessionGuard, Vec<Catchup>)>
+) -> Option<(SessionGuard, Vec<Catchup>, Option<Instant>)>
 where
     I: Stream<Item = Inbound> + Unpin,
     O: Sink<Outbound> + Unpin,
@@ -279,6 +281,19 @@ where
             )
             .await;
             return None;
+        }
+    };
+    // Credentials that expire end the session then, with 4001 (see `heartbeat`).
+    let expires = match identity.expires_at {
+        None => None,
+        Some(at) => {
+            let now = engine.clock.now();
+            if at <= now {
+                let error = unauthorized(id, "the credentials have expired".to_owned());
+                refuse(outbound, error, CloseCode::Unauthorized).await;
+                return None;
+            }
+            Some(Instant::now() + at.saturating_since(now))
         }
     };
 
@@ -388,7 +403,7 @@ where
         Ok(_) => {}
         Err(e) => tracing::warn!(user = %conn.user(), error = %e, "presence connect failed"),
     }
-    Some((guard, catchups))
+    Some((guard, catchups, expires))
 }
 
 /// Unregisters a connection and takes it out of every hub. Unregistered first, so that
@@ -540,12 +555,14 @@ async fn write_loop<O: Sink<Outbound> + Unpin>(conn: &LocalConnection, outbound:
 
 /// Pings every interval; ends with [`Part::Heartbeat`] when nothing was heard from the
 /// peer for two intervals, or with [`Part::Deadline`] when closing has taken longer than
-/// [`CLOSE_DEADLINE`]. One timer, reset to whichever comes first.
+/// [`CLOSE_DEADLINE`]. At `expires` (the credentials' end), sends `unauthorized` and
+/// closes with 4001. One timer, reset to whichever comes first.
 async fn heartbeat(
     conn: &LocalConnection,
     heard: &AtomicU64,
     started: Instant,
     every: Duration,
+    mut expires: Option<Instant>,
 ) -> Part {
     let last_heard = || started + Duration::from_millis(heard.load(Ordering::Relaxed));
     let mut next_ping = started + every;
@@ -554,7 +571,10 @@ async fn heartbeat(
     tokio::pin!(timer);
     loop {
         let silence = last_heard() + every * 2;
-        let wake = next_ping.min(silence);
+        let mut wake = next_ping.min(silence);
+        if let Some(expires) = expires {
+            wake = wake.min(expires);
+        }
         timer
             .as_mut()
             .reset(close_by.map_or(wake, |close_by| wake.min(close_by)));
@@ -572,6 +592,16 @@ async fn heartbeat(
         let now = Instant::now();
         if close_by.is_some_and(|close_by| close_by <= now) {
             return Part::Deadline;
+        }
+        if expires.is_some_and(|expires| expires <= now) {
+            expires = None;
+            let error = ServerFrame::error(
+                None,
+                ErrorCode::Unauthorized,
+                "the credentials have expired",
+            );
+            let _ = conn.outbox.push(error.encode());
+            conn.close(CloseCode::Unauthorized);
         }
         if last_heard() + every * 2 <= now {
             return Part::Heartbeat;

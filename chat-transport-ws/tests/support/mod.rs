@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_core::auth::DevAuthenticator;
+use chat_core::auth::{Authenticator, DevAuthenticator};
 use chat_core::{Clock, Engine, EngineConfig, MessageStore};
 use chat_store_memory::{MemoryPresence, MemoryStore};
 use chat_transport_ws::WsServer;
@@ -46,15 +46,32 @@ impl TestServer {
         config: EngineConfig,
         wrap: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn MessageStore>,
     ) -> TestServer {
+        TestServer::build(config, wrap, Arc::new(DevAuthenticator), Clock::tokio()).await
+    }
+
+    /// A server with its own authenticator, and the clock it shares with the engine.
+    pub async fn with_authenticator(
+        authenticator: Arc<dyn Authenticator>,
+        clock: Clock,
+    ) -> TestServer {
+        TestServer::build(EngineConfig::default(), |store| store, authenticator, clock).await
+    }
+
+    async fn build(
+        config: EngineConfig,
+        wrap: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn MessageStore>,
+        authenticator: Arc<dyn Authenticator>,
+        clock: Clock,
+    ) -> TestServer {
         let store = Arc::new(MemoryStore::new());
         let engine = Engine::builder(
             wrap(store.clone()),
             store.clone(),
             Arc::new(MemoryPresence::default()),
-            Arc::new(DevAuthenticator),
+            authenticator,
         )
         .config(config)
-        .clock(Clock::tokio())
+        .clock(clock)
         .build();
         let server = WsServer::bind("127.0.0.1:0", engine.clone()).await.unwrap();
         let addr = server.local_addr().unwrap();
