@@ -1,25 +1,70 @@
-//! The chat-engine demo server: protocol v1 over WebSocket, in-memory store, development
-//! authentication.
+//! The chat-engine demo server: protocol v1 over WebSocket, the web demo page, in-memory
+//! store (or SQLite, or PostgreSQL), development authentication.
 //!
 //! ```sh
-//! cargo run --release --example server                 # ws://127.0.0.1:8080/ws
+//! cargo run --release --example server                 # http://127.0.0.1:8080/ and ws://127.0.0.1:8080/ws
 //! cargo run --release --example server -- --addr 0.0.0.0:9000
+//! cargo run --release --example server --features sqlite -- --db chat.db
+//! cargo run --release --example server --features postgres -- --postgres postgres://127.0.0.1/chat
 //! ```
+//!
+//! `--db PATH` keeps history in a SQLite file and `--postgres URL` in PostgreSQL (several
+//! servers may share one database); without either, everything is in memory.
+//!
+//! The page (`web/`) and the JavaScript client (`clients/js/chat-engine.js`) are embedded
+//! in the binary.
 //!
 //! Logs go through `tracing` (`RUST_LOG=debug` for more). Ctrl-C shuts down gracefully:
 //! every client gets close 1001 and may reconnect elsewhere.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use chat_engine::EngineBuilder;
 use chat_engine::core::auth::DevAuthenticator;
 use chat_engine::ws::WsServer;
 
-const USAGE: &str = "usage: server [--addr HOST:PORT]   (default 127.0.0.1:8080)";
+/// The web demo: path, content type, file (embedded at compile time).
+const PAGES: [(&str, &str, &[u8]); 4] = [
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_bytes!("../web/index.html"),
+    ),
+    (
+        "/app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/app.js"),
+    ),
+    (
+        "/style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../web/style.css"),
+    ),
+    (
+        "/chat-engine.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../clients/js/chat-engine.js"),
+    ),
+];
 
-fn parse_args() -> Result<SocketAddr, String> {
+const USAGE: &str = "usage: server [--addr HOST:PORT] [--db PATH | --postgres URL]
+  --addr HOST:PORT  where to listen (default 127.0.0.1:8080)
+  --db PATH         keep history in the SQLite database PATH (feature sqlite)
+  --postgres URL    keep history in PostgreSQL at URL (feature postgres)";
+
+/// Where the history is kept.
+enum StoreArg {
+    Memory,
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+fn parse_args() -> Result<(SocketAddr, StoreArg), String> {
     let mut addr: SocketAddr = "127.0.0.1:8080".parse().map_err(|e| format!("{e}"))?;
+    let mut store = StoreArg::Memory;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -27,11 +72,63 @@ fn parse_args() -> Result<SocketAddr, String> {
                 let value = args.next().ok_or("--addr needs HOST:PORT")?;
                 addr = value.parse().map_err(|e| format!("--addr {value}: {e}"))?;
             }
+            "--db" => store = StoreArg::Sqlite(args.next().ok_or("--db needs PATH")?.into()),
+            "--postgres" => store = StoreArg::Postgres(args.next().ok_or("--postgres needs URL")?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    Ok(addr)
+    Ok((addr, store))
+}
+
+/// An engine builder on the chosen store (presence stays in memory), and how to describe it.
+async fn engine_builder(store: StoreArg) -> Result<(EngineBuilder, String), String> {
+    let authenticator = Arc::new(DevAuthenticator);
+    match store {
+        StoreArg::Memory => Ok((
+            chat_engine::memory::engine_builder(authenticator),
+            "in memory: history is lost when the server stops".to_owned(),
+        )),
+        #[cfg(feature = "sqlite")]
+        StoreArg::Sqlite(path) => {
+            let store = chat_engine::sqlite::SqliteStore::open(&path)
+                .await
+                .map_err(|e| format!("--db {}: {e}", path.display()))?;
+            let (store, presence) = (
+                Arc::new(store),
+                Arc::new(chat_engine::memory::MemoryPresence::default()),
+            );
+            let about = format!("SQLite {} (durable)", path.display());
+            Ok((
+                EngineBuilder::new(store.clone(), store, presence, authenticator),
+                about,
+            ))
+        }
+        #[cfg(feature = "postgres")]
+        StoreArg::Postgres(url) => {
+            let store = chat_engine::postgres::PostgresStore::connect(&url)
+                .await
+                .map_err(|e| format!("--postgres: {e}"))?;
+            let (store, presence) = (
+                Arc::new(store),
+                Arc::new(chat_engine::memory::MemoryPresence::default()),
+            );
+            let about = "PostgreSQL (durable, shared by every server on it)".to_owned();
+            Ok((
+                EngineBuilder::new(store.clone(), store, presence, authenticator),
+                about,
+            ))
+        }
+        #[cfg(not(feature = "sqlite"))]
+        StoreArg::Sqlite(path) => Err(format!(
+            "--db {}: built without SQLite; add --features sqlite",
+            path.display()
+        )),
+        #[cfg(not(feature = "postgres"))]
+        StoreArg::Postgres(_url) => {
+            Err("--postgres: built without PostgreSQL; add --features postgres".to_owned())
+        }
+    }
 }
 
 #[tokio::main]
@@ -41,17 +138,28 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let addr = match parse_args() {
-        Ok(addr) => addr,
+    let (addr, store) = match parse_args() {
+        Ok(args) => args,
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
         }
     };
 
-    let engine = chat_engine::memory::engine_builder(Arc::new(DevAuthenticator)).build();
+    let (builder, store) = match engine_builder(store).await {
+        Ok(built) => built,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let engine = builder.build();
     let server = match WsServer::bind(addr, engine).await {
-        Ok(server) => server,
+        Ok(server) => PAGES
+            .into_iter()
+            .fold(server, |server, (path, content_type, body)| {
+                server.with_page(path, content_type, body)
+            }),
         Err(e) => {
             eprintln!("cannot listen on {addr}: {e}");
             return ExitCode::FAILURE;
@@ -64,8 +172,9 @@ async fn main() -> ExitCode {
     );
     println!(
         "chat-engine demo server
+  web page   http://{local}/   (open it in two browser windows)
   WebSocket  ws://{local}/ws   (protocol v1: docs/protocol.md)
-  store      in memory: history is lost when the server stops
+  store      {store}
   auth       development: the token \"dev:<user>\" logs in as <user>
 
 Chat from any WebSocket client, e.g. `websocat ws://{local}/ws`, one JSON object per line:
