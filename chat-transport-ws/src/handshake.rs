@@ -36,6 +36,7 @@ struct Head {
     connection_upgrade: bool,
     version_13: bool,
     key: Option<String>,
+    origin: Option<String>,
     /// Bytes of the buffer the head took; the rest arrived early (a first frame).
     len: usize,
 }
@@ -88,6 +89,8 @@ fn parse(buf: &[u8], max_headers: usize) -> Parsed {
             head.connection_upgrade |= has_token(header.value, "upgrade");
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.version_13 = header.value == b"13";
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = Some(String::from_utf8_lossy(header.value).trim().to_owned());
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             head.key = std::str::from_utf8(header.value)
                 .ok()
@@ -116,6 +119,7 @@ fn valid_key(key: &str) -> bool {
 fn status_text(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        403 => "Forbidden",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -234,6 +238,17 @@ pub(crate) async fn accept(
         .await?;
         return Ok(None);
     };
+    if let Some(origin) = &head.origin {
+        let allowed = config.allowed_origins.is_empty()
+            || config
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(origin));
+        if !allowed {
+            refuse(tcp, 403, "this origin may not open a WebSocket here", "").await?;
+            return Ok(None);
+        }
+    }
     if !admitted {
         refuse(tcp, 503, "the server is full or shutting down", "").await?;
         return Ok(None);

@@ -5,6 +5,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,6 +39,18 @@ pub struct WsConfig {
     /// Bytes of written frames that may wait before the engine is made to flush (default
     /// 16 KiB); each batch of frames is flushed at once anyway.
     pub write_buffer: usize,
+    /// The origins a browser may open the WebSocket from, exactly as browsers send them
+    /// (`https://chat.example.com`, `http://127.0.0.1:8080`; compared without regard to
+    /// ASCII case). Empty (the default): any origin. A request whose `Origin` is not
+    /// listed gets 403 before the upgrade, which stops other sites from opening a
+    /// WebSocket with a visitor's cookies (cross-site WebSocket hijacking). Requests
+    /// without `Origin` (not from a browser) are not affected.
+    pub allowed_origins: Vec<String>,
+    /// The most connections one IP address may hold at once, handshakes included
+    /// (default 1,000). One more is answered 503 and closed at once, before its request
+    /// is read. The engine's own cap ([`EngineConfig`](chat_core::EngineConfig)) bounds
+    /// them all.
+    pub max_connections_per_ip: usize,
     /// On shutdown, how long connections may take to say goodbye (default 10 s: longer
     /// than the engine's own 5 s deadline for a close, so sessions end by themselves).
     pub shutdown_grace: Duration,
@@ -50,6 +64,8 @@ impl Default for WsConfig {
             max_header_bytes: 8 * 1024,
             max_headers: 64,
             write_buffer: 16 * 1024,
+            allowed_origins: Vec::new(),
+            max_connections_per_ip: 1_000,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -128,6 +144,7 @@ impl WsServer {
             config,
             pages,
         } = self;
+        let per_ip = PerIp::new(config.max_connections_per_ip);
         let settings = Arc::new((config, pages));
         let mut shutdown = std::pin::pin!(shutdown);
         let mut connections = JoinSet::new();
@@ -135,9 +152,18 @@ impl WsServer {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, addr)) => {
-                        connections.spawn(connection(engine.clone(), settings.clone(), stream, addr));
-                    }
+                    Ok((stream, addr)) => match per_ip.take(addr.ip()) {
+                        Some(slot) => {
+                            let connection = connection(engine.clone(), settings.clone(), stream, addr);
+                            // The slot is held until the connection's task ends.
+                            connections.spawn(connection.map(move |()| drop(slot)));
+                        }
+                        None => {
+                            tracing::debug!(%addr, "connections per IP address at the cap: refused");
+                            // Best effort, without waiting: this peer gets no more of our time.
+                            let _ = stream.try_write(TOO_MANY_FROM_IP);
+                        }
+                    },
                     Err(e) => {
                         // Out of file descriptors, most likely: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -161,6 +187,55 @@ impl WsServer {
             connections.abort_all();
         }
         Ok(())
+    }
+}
+
+const TOO_MANY_FROM_IP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+    Content-Length: 38\r\nConnection: close\r\n\r\ntoo many connections from this address";
+
+/// Connections held per IP address, against a cap.
+#[derive(Clone)]
+struct PerIp {
+    cap: usize,
+    held: Arc<parking_lot::Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection's place in [`PerIp`], given back on drop.
+struct IpSlot {
+    ip: IpAddr,
+    held: Arc<parking_lot::Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerIp {
+    fn new(cap: usize) -> PerIp {
+        PerIp {
+            cap,
+            held: Arc::default(),
+        }
+    }
+
+    fn take(&self, ip: IpAddr) -> Option<IpSlot> {
+        let mut held = self.held.lock();
+        if held.get(&ip).is_some_and(|&count| count >= self.cap) || self.cap == 0 {
+            return None;
+        }
+        *held.entry(ip).or_default() += 1;
+        Some(IpSlot {
+            ip,
+            held: self.held.clone(),
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock();
+        if let Some(count) = held.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.ip);
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chat_core::auth::{Authenticator, DevAuthenticator};
 use chat_core::{Clock, Engine, EngineConfig, MessageStore};
 use chat_store_memory::{MemoryPresence, MemoryStore};
-use chat_transport_ws::WsServer;
+use chat_transport_ws::{WsConfig, WsServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -46,7 +46,15 @@ impl TestServer {
         config: EngineConfig,
         wrap: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn MessageStore>,
     ) -> TestServer {
-        TestServer::build(config, wrap, Arc::new(DevAuthenticator), Clock::tokio()).await
+        let auth = Arc::new(DevAuthenticator);
+        TestServer::build(config, WsConfig::default(), wrap, auth, Clock::tokio()).await
+    }
+
+    /// A server with these listener settings.
+    pub async fn with_ws_config(ws: WsConfig) -> TestServer {
+        let auth = Arc::new(DevAuthenticator);
+        let config = EngineConfig::default();
+        TestServer::build(config, ws, |store| store, auth, Clock::tokio()).await
     }
 
     /// A server with its own authenticator, and the clock it shares with the engine.
@@ -54,11 +62,13 @@ impl TestServer {
         authenticator: Arc<dyn Authenticator>,
         clock: Clock,
     ) -> TestServer {
-        TestServer::build(EngineConfig::default(), |store| store, authenticator, clock).await
+        let (config, ws) = (EngineConfig::default(), WsConfig::default());
+        TestServer::build(config, ws, |store| store, authenticator, clock).await
     }
 
     async fn build(
         config: EngineConfig,
+        ws: WsConfig,
         wrap: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn MessageStore>,
         authenticator: Arc<dyn Authenticator>,
         clock: Clock,
@@ -73,7 +83,10 @@ impl TestServer {
         .config(config)
         .clock(clock)
         .build();
-        let server = WsServer::bind("127.0.0.1:0", engine.clone()).await.unwrap();
+        let server = WsServer::bind("127.0.0.1:0", engine.clone())
+            .await
+            .unwrap()
+            .with_config(ws);
         let addr = server.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run_until(async {
@@ -135,6 +148,11 @@ pub struct Client {
 impl Client {
     pub async fn connect(url: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Client::from_stream(ws)
+    }
+
+    /// A client on a WebSocket the test opened itself.
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
         Client {
             ws,
             next_id: 1_000,
