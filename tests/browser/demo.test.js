@@ -371,6 +371,28 @@ test('older history comes in on scrolling up', async () => {
   await shot(bob, 'bob-archive.png');
 });
 
+test('after a server restart without its store, the page starts the rooms afresh', async () => {
+  // Bob's proxy now leads to a new, empty server: his connection drops and comes back there.
+  const fresh = await startServer();
+  try {
+    proxy.retarget(fresh.port);
+    proxy.cut();
+    await bob.page.waitForSelector('#conn[data-state="online"]');
+    await open(bob, 'general');
+    // The room was reset (the new server knows nobody): the page joined it again, and empty.
+    await bob.page.waitForFunction(() => document.getElementById('history-state').textContent === 'No messages yet: say hello.');
+    assert.deepEqual(await timeline(bob), []);
+    await send(bob, 'Anyone here after the restart?');
+    await waitForMark(bob, 'Anyone here after the restart?', 'sent');
+    const seen = await timeline(bob);
+    assert.deepEqual(seen.map((m) => [m.seq, m.body]), [['1', 'Anyone here after the restart?']]);
+    await shot(bob, 'bob-after-restart.png');
+  } finally {
+    await bob.context.close();
+    await fresh.stop();
+  }
+});
+
 test('no page errors on either side', async () => {
   await shot(alice, 'alice-final.png');
   assert.deepEqual(problems, []);
