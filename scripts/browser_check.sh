@@ -37,7 +37,7 @@ done
 kill -0 $pid 2>/dev/null || { echo "browser_check: the server did not start:"; cat "$log"; exit 1; }
 
 status=0
-(cd tests/browser && CHROMIUM="$CHROMIUM" CHAT_HTTP_URL="http://127.0.0.1:$port" node --test demo.test.js) || status=$?
+(cd tests/browser && CHROMIUM="$CHROMIUM" CHAT_HTTP_URL="http://127.0.0.1:$port" node --test --test-timeout=180000 demo.test.js) || status=$?
 
 kill -INT $pid
 for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done

@@ -14,4 +14,4 @@ fi
 cargo build --release --locked --example server
 (cd clients/js && npm ci --no-audit --no-fund)
 cd clients/js
-CHAT_SERVER_BIN="${CHAT_SERVER_BIN:-$PWD/../../target/release/examples/server}" node --test test/*.test.js
+CHAT_SERVER_BIN="${CHAT_SERVER_BIN:-$PWD/../../target/release/examples/server}" node --test --test-timeout=120000 test/*.test.js

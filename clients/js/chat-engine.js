@@ -22,6 +22,10 @@ const FILL_PAGE = 500;
 /** The id of `hello`; requests on a connection count from 1. */
 const HELLO_ID = 0;
 const CLOSE_UNAUTHORIZED = 4001;
+/** The server closes the connection (1009) on a WebSocket message larger than this. */
+const MAX_FRAME_BYTES = 65_536;
+/** Room for the `"id":N` the frame gets when it is sent. */
+const ID_BYTES = 32;
 
 /** Why a call failed: a protocol error `code` of the server, or one of the client's own. */
 export class ChatError extends Error {
@@ -298,6 +302,9 @@ export class RoomTracker {
 
 // ---------------------------------------------------------------------------------------
 // The client.
+
+const encoder = new TextEncoder();
+const utf8Length = (text) => encoder.encode(text).length;
 
 function randomHex(bytes) {
   const buf = new Uint8Array(bytes);
@@ -602,6 +609,12 @@ export class ChatClient {
     }
     if (!internal && this.queued >= this._options.queueLimit) {
       return Promise.reject(new ChatError('queue_full', 'the offline queue is full'));
+    }
+    // A frame over the server's limit would close the connection, and be sent again after
+    // every reconnect: refuse it here.
+    const bytes = utf8Length(JSON.stringify(frame));
+    if (bytes + ID_BYTES > MAX_FRAME_BYTES) {
+      return Promise.reject(new ChatError('too_large', `the request takes ${bytes} bytes, over the ${MAX_FRAME_BYTES}-byte frame limit`));
     }
     return new Promise((resolve, reject) => {
       this._pending.push({

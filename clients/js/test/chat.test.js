@@ -153,6 +153,11 @@ test('refusals come back as ChatError with the protocol code', async () => {
   const room = unique('big');
   await alice.client.join(room);
   await assert.rejects(alice.client.send(room, 'x'.repeat(16_385)), { code: 'too_large' });
+  // Over the frame limit the server would close the connection (1009): refused before sending,
+  // without a reconnect. (Control characters take six bytes each once escaped in JSON.)
+  await assert.rejects(alice.client.send(room, '\u0001'.repeat(12_000)), { code: 'too_large', message: /frame limit/ });
+  await assert.rejects(alice.client.send(room, 'y'.repeat(70_000)), { code: 'too_large' });
+  assert.equal(alice.rec.of('state').length, 2, 'connecting, online: the connection stayed up');
   await assert.rejects(alice.client.sendMessage({ room, to: 'bob', body: 'x' }), TypeError);
   // The session survives all of it.
   assert.equal((await alice.client.send(room, 'still here')).seq, 1);
