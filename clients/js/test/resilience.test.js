@@ -112,7 +112,9 @@ test('a half-open connection is given up after three silent heartbeats', async (
   await bob.client.send(room, 'while stalled');
   const lost = await alice.rec.until(() => alice.rec.of('state', (s) => s.state === 'reconnecting')[0], 'reconnecting', 5_000);
   assert.equal(lost.reason, 'the server went silent');
-  assert.ok(Date.now() - stalledAt >= 600, 'not before three heartbeats');
+  // Three heartbeats (600 ms) of silence, counted from the last frame heard, which came
+  // at most one heartbeat before the stall (the client pings when it hears nothing).
+  assert.ok(Date.now() - stalledAt >= 400, 'not after a single silent heartbeat');
   const [m] = await alice.rec.untilMessages(room, 1);
   assert.equal(m.body, 'while stalled');
   assert.equal(alice.client.state, 'online');
@@ -256,6 +258,8 @@ test('the offline queue is bounded; requests time out; close fails what waits', 
   slow.close();
   await assert.rejects(parked, { code: 'closed' });
   assert.equal(slow.state, 'closed');
+  // An attempt already under way when it was closed may still reach the proxy: let it.
+  await new Promise((r) => setTimeout(r, 150));
   const accepted = p.accepted;
   p.mode = 'pass';
   await new Promise((r) => setTimeout(r, 300));
