@@ -14,6 +14,7 @@
 //! | `postgres` | `chat-store-postgres`: shared store and delivery on PostgreSQL, the sequencer of a cluster | `postgres` |
 //! | `ws` | `chat-transport-ws`: the WebSocket transport | `ws` (default) |
 //! | `client` | `chat-client`: the Rust client (reconnects, resumes, never a duplicate or a gap) | `client` |
+//! | `jwt` | `chat-auth-jwt`: an `Authenticator` for JSON Web Tokens (HS256, RS256, EdDSA) | `jwt` |
 //!
 //! The most used items are also at the root: [`RoomId`], [`UserId`], [`MessageStore`], …
 //!
@@ -53,6 +54,7 @@
 //! | `postgres` | no | `postgres`: `PostgresStore` |
 //! | `axum` | no | `ws::axum`: the chat route for an axum app |
 //! | `client` | no | [`client`]: the Rust client |
+//! | `jwt` | no | [`jwt`]: `JwtAuthenticator` |
 //! | `testkit` | no | `core::testkit`: the conformance suite for your own backends |
 
 pub use chat_core as core;
@@ -76,6 +78,9 @@ pub use chat_transport_ws as ws;
 
 #[cfg(feature = "client")]
 pub use chat_client as client;
+
+#[cfg(feature = "jwt")]
+pub use chat_auth_jwt as jwt;
 
 /// The README's examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]
