@@ -12,6 +12,7 @@
 //! | `memory` | `chat-store-memory`: in-memory store, delivery and presence | `memory` (default) |
 //! | `sqlite` | `chat-store-sqlite`: durable store and delivery on one SQLite file | `sqlite` |
 //! | `postgres` | `chat-store-postgres`: shared store and delivery on PostgreSQL, the sequencer of a cluster | `postgres` |
+//! | `redis` | `chat-broker-redis`: the broker (pub/sub) and presence of a cluster on Redis | `redis` |
 //! | `ws` | `chat-transport-ws`: the WebSocket transport | `ws` (default) |
 //! | `client` | `chat-client`: the Rust client (reconnects, resumes, never a duplicate or a gap) | `client` |
 //! | `jwt` | `chat-auth-jwt`: an `Authenticator` for JSON Web Tokens (HS256, RS256, EdDSA) | `jwt` |
@@ -52,6 +53,7 @@
 //! | `ws` | yes | [`ws`]: the WebSocket transport |
 //! | `sqlite` | no | `sqlite`: `SqliteStore` |
 //! | `postgres` | no | `postgres`: `PostgresStore` |
+//! | `redis` | no | `redis`: `RedisBroker`, `RedisPresence` |
 //! | `axum` | no | `ws::axum`: the chat route for an axum app |
 //! | `client` | no | [`client`]: the Rust client |
 //! | `jwt` | no | [`jwt`]: `JwtAuthenticator` |
@@ -72,6 +74,9 @@ pub use chat_store_sqlite as sqlite;
 
 #[cfg(feature = "postgres")]
 pub use chat_store_postgres as postgres;
+
+#[cfg(feature = "redis")]
+pub use chat_broker_redis as redis;
 
 #[cfg(feature = "ws")]
 pub use chat_transport_ws as ws;
