@@ -116,7 +116,7 @@ impl RedisBrokerConfig {
         self
     }
 
-    /// Connects: one multiplexed connection (with automatic reconnection) for publishing,
+    /// Connects: one multiplexed connection for publishing (made again after it broke),
     /// one pub/sub connection for receiving. Fails when Redis cannot be reached now; once
     /// connected, the broker reconnects by itself.
     ///
@@ -190,9 +190,11 @@ pub struct RedisBrokerStats {
 /// When the subscription connection breaks (Redis restarted, the network dropped, or a
 /// ping went unanswered), the reading task reconnects with a backoff (50 ms doubling up to
 /// [`max_reconnect_delay`](RedisBrokerConfig::max_reconnect_delay)) and subscribes every
-/// topic again before it counts as connected. The publishing connection reconnects on its
-/// own. Events published while a node is cut off are lost to it: a doorbell may lose
-/// events, and the engine reads what it missed from the store. Meanwhile:
+/// topic again before it counts as connected; it then makes the publishing connection
+/// anew too, which is otherwise made again by the first `publish` after one failed on it (a
+/// failed publish is never retried: it may have reached Redis). Events published while a
+/// node is cut off are lost to it: a doorbell may lose events, and the engine reads what
+/// it missed from the store. Meanwhile:
 ///
 /// - `publish` fails (within the [command timeout](RedisBrokerConfig::command_timeout))
 ///   with [`chat_core::Error::Backend`];
@@ -477,12 +479,12 @@ impl Inner {
             sink,
             kill,
         } = reader;
-        let pinger = tokio::spawn(ping(
+        let _pinger = AbortOnDrop(tokio::spawn(ping(
             sink,
             kill.clone(),
             self.ping_interval,
             self.command_timeout,
-        ));
+        )));
         loop {
             tokio::select! {
                 message = stream.next() => match message {
@@ -492,7 +494,6 @@ impl Inner {
                 () = kill.notified() => break,
             }
         }
-        pinger.abort();
     }
 
     fn dispatch(&self, message: &Msg) {
@@ -528,6 +529,15 @@ impl Inner {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+    }
+}
+
+/// Aborts a task when dropped (also when the task that holds it is aborted).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
