@@ -33,9 +33,35 @@ struct Lease {
     conns: HashMap<ConnectionId, UserId>,
 }
 
+/// A user's connections. Few per user: a vector, sized exactly while small (a hash set
+/// cost about 100 bytes more per connected user).
+#[derive(Debug, Default)]
+struct ConnSet(Vec<(NodeId, ConnectionId)>);
+
+impl ConnSet {
+    fn insert(&mut self, conn: (NodeId, ConnectionId)) {
+        if !self.0.contains(&conn) {
+            if self.0.len() < 4 {
+                self.0.reserve_exact(1);
+            }
+            self.0.push(conn);
+        }
+    }
+
+    fn remove(&mut self, conn: &(NodeId, ConnectionId)) {
+        if let Some(at) = self.0.iter().position(|c| c == conn) {
+            self.0.swap_remove(at);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(NodeId, ConnectionId)> {
+        self.0.iter()
+    }
+}
+
 #[derive(Debug, Default)]
 struct UserEntry {
-    conns: HashSet<(NodeId, ConnectionId)>,
+    conns: ConnSet,
     last_seen: Option<Timestamp>,
     /// Whether the last change reported for this user was `Online`.
     announced: bool,

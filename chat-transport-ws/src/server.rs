@@ -154,9 +154,8 @@ impl WsServer {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => match per_ip.take(addr.ip()) {
                         Some(slot) => {
-                            let connection = connection(engine.clone(), settings.clone(), stream, addr);
-                            // The slot is held until the connection's task ends.
-                            connections.spawn(connection.map(move |()| drop(slot)));
+                            let (engine, settings) = (engine.clone(), settings.clone());
+                            connections.spawn(connection(engine, settings, stream, addr, slot));
                         }
                         None => {
                             tracing::debug!(%addr, "connections per IP address at the cap: refused");
@@ -194,14 +193,13 @@ const TOO_MANY_FROM_IP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Ty
     Content-Length: 38\r\nConnection: close\r\n\r\ntoo many connections from this address";
 
 /// Connections held per IP address, against a cap.
-#[derive(Clone)]
 struct PerIp {
     cap: usize,
     held: Arc<parking_lot::Mutex<HashMap<IpAddr, usize>>>,
 }
 
 /// One connection's place in [`PerIp`], given back on drop.
-struct IpSlot {
+pub(crate) struct IpSlot {
     ip: IpAddr,
     held: Arc<parking_lot::Mutex<HashMap<IpAddr, usize>>>,
 }
@@ -247,8 +245,9 @@ fn connection(
     settings: Arc<(WsConfig, Pages)>,
     stream: TcpStream,
     addr: SocketAddr,
+    slot: IpSlot,
 ) -> impl Future<Output = ()> + Send {
-    Box::pin(upgrade(engine, settings, stream, addr)).then(|upgraded| match upgraded {
+    Box::pin(upgrade(engine, settings, stream, addr, slot)).then(|upgraded| match upgraded {
         Some((engine, admission, inbound, outbound, addr)) => {
             Either::Left(engine.serve(admission, Peer { addr: Some(addr) }, inbound, outbound))
         }
@@ -263,6 +262,7 @@ async fn upgrade(
     settings: Arc<(WsConfig, Pages)>,
     mut stream: TcpStream,
     addr: SocketAddr,
+    slot: IpSlot,
 ) -> Option<(
     Engine,
     Admission,
@@ -288,6 +288,7 @@ async fn upgrade(
     };
     let admission = admission.ok()?;
     let max_message = engine.config().max_frame_bytes;
-    let (inbound, outbound) = socket::split(stream, early, max_message, config.write_buffer);
+    // The socket holds the address's place until both halves are gone.
+    let (inbound, outbound) = socket::split(stream, early, max_message, config.write_buffer, slot);
     Some((engine, admission, inbound, outbound, addr))
 }

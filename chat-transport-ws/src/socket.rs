@@ -25,6 +25,7 @@ use futures_util::{Sink, Stream};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
+use crate::server::IpSlot;
 use crate::wire::{self, Header, Violation};
 
 /// Bytes read per system call into the stack buffer.
@@ -35,6 +36,8 @@ const READ_MAX: usize = 64 * 1024;
 struct Shared {
     tcp: TcpStream,
     out: Mutex<Out>,
+    /// The connection's place among its address's, given back with the socket.
+    _slot: IpSlot,
 }
 
 /// What waits to be written, in order.
@@ -169,17 +172,22 @@ pub(crate) fn split(
     read: BytesMut,
     max_message: usize,
     write_buffer: usize,
+    slot: IpSlot,
 ) -> (Reader, Writer) {
     let shared = Arc::new(Shared {
         tcp,
         out: Mutex::new(Out::default()),
+        _slot: slot,
     });
     let reader = Reader {
         shared: shared.clone(),
         pending: read,
         want: 0,
         partial: None,
-        max_message,
+        // Frames are at most this plus a 14-byte header: `want` fits in a u32.
+        max_message: u32::try_from(max_message)
+            .unwrap_or(u32::MAX)
+            .min(u32::MAX - 16),
         done: false,
     };
     (
@@ -206,15 +214,17 @@ enum Step {
     End,
 }
 
-/// The reading half: client frames, reassembled into the engine's [`Inbound`] items.
+/// The reading half: client frames, reassembled into the engine's [`Inbound`] items. Kept
+/// small (it lives in every connection's task): what only a fragmented message needs is
+/// boxed.
 pub(crate) struct Reader {
     shared: Arc<Shared>,
     /// Bytes read and not yet parsed: empty (and unallocated) between frames.
     pending: BytesMut,
     /// The length of the frame at the front of `pending`, once known.
-    want: usize,
-    partial: Option<Partial>,
-    max_message: usize,
+    want: u32,
+    max_message: u32,
+    partial: Option<Box<Partial>>,
     done: bool,
 }
 
@@ -226,14 +236,14 @@ impl Reader {
         };
         let so_far = self.partial.as_ref().map_or(0, |p| p.data.len());
         if !header.is_control()
-            && header.len.saturating_add(so_far as u64) > self.max_message as u64
+            && header.len.saturating_add(so_far as u64) > u64::from(self.max_message)
         {
             return Err(Violation::TooLarge);
         }
         // Below `max_message` (or 125 for a control frame), so it fits in a usize.
         let total = header.size + header.len as usize;
         if self.pending.len() < total {
-            self.want = total;
+            self.want = u32::try_from(total).unwrap_or(u32::MAX);
             return Ok(None);
         }
         self.want = 0;
@@ -258,10 +268,10 @@ impl Reader {
                 if header.fin {
                     return message(text, payload).map(Step::Item);
                 }
-                self.partial = Some(Partial {
+                self.partial = Some(Box::new(Partial {
                     text,
                     data: payload.to_vec(),
-                });
+                }));
                 Ok(Step::Again)
             }
             wire::OP_CONTINUATION => {
@@ -272,7 +282,7 @@ impl Reader {
                 if !header.fin {
                     return Ok(Step::Again);
                 }
-                let Partial { text, data } = self.partial.take().expect("checked above");
+                let Partial { text, data } = *self.partial.take().expect("checked above");
                 message(text, &data).map(Step::Item)
             }
             wire::OP_PING => {
@@ -320,8 +330,7 @@ impl Reader {
                 }
                 read
             } else {
-                let room = self
-                    .want
+                let room = (self.want as usize)
                     .saturating_sub(self.pending.len())
                     .clamp(READ_CHUNK, READ_MAX);
                 self.pending.reserve(room);

@@ -18,6 +18,7 @@
 
 mod config;
 mod hub;
+mod parts;
 mod rate;
 mod session;
 

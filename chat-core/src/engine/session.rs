@@ -1,16 +1,15 @@
 //! One connection: `hello`, then requests, pushes, replays and heartbeats until it closes.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::hub::{Attach, Hub};
+use super::parts::Parts;
 use super::rate::TokenBucket;
 use super::{Admission, Inbound, Inner, Peer};
 use crate::auth::Action;
@@ -36,7 +35,7 @@ const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Which part of a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Part {
+pub(super) enum Part {
     Reader,
     Writer,
     Heartbeat,
@@ -112,8 +111,8 @@ where
     O: Sink<Outbound> + Unpin + Send,
 {
     async move {
-        // Held until the session ends.
-        let _admission = &admission;
+        // Held until the session ends (mentioned, so the block owns it).
+        let _ = &admission;
         // Boxed: the hello phase's state is freed once the session runs.
         let Some((guard, catchups, expires)) =
             Box::pin(hello(&engine, &mut inbound, &mut outbound)).await
@@ -125,11 +124,8 @@ where
 
         let started = Instant::now();
         let heard = AtomicU64::new(0);
-        // The parts of a session, polled as a set that polls only the part that was woken: a
-        // frame queued for writing wakes the writer alone, not the reader, the heartbeat and
-        // the rest (a single `select!` would poll them all, on every frame of every recipient).
-        let mut parts: FuturesUnordered<Pin<Box<dyn Future<Output = Part> + Send + '_>>> =
-            FuturesUnordered::new();
+        // The parts of a session, polled together (see `Parts`).
+        let mut parts = Parts::new();
         parts.push(Box::pin(async {
             read_loop(&engine, &conn, &mut inbound, &heard, started).await;
             Part::Reader
@@ -639,16 +635,22 @@ async fn read_loop<I: Stream<Item = Inbound> + Unpin>(
         // Decided outside this future: nothing of the frame or the request is borrowed
         // here, so none of it is stored in the reader's resident state (which is an idle
         // connection's memory); the rare waits are boxed.
-        match triage(engine, frame, &mut rate) {
-            Triage::Skip => {}
-            Triage::TooLarge => conn.close(CloseCode::TooBig),
-            Triage::Handle(request) => Box::pin(session.handle(request)).await,
-            Triage::Refuse(error) => {
-                let _ = Box::pin(conn.outbox.push_paced(error)).await;
+        // The triage is consumed before any wait, so it is not kept either.
+        let next = match triage(engine, frame, &mut rate) {
+            Triage::Skip => continue,
+            Triage::TooLarge => {
+                conn.close(CloseCode::TooBig);
+                continue;
             }
-            Triage::Throttle(error) => {
+            Triage::Handle(request) => Ok(Box::pin(session.handle(request))),
+            Triage::Refuse(error) => Err((error, false)),
+            Triage::Throttle(error) => Err((error, true)),
+        };
+        match next {
+            Ok(handling) => handling.await,
+            Err((error, strike)) => {
                 let _ = Box::pin(conn.outbox.push_paced(error)).await;
-                if !strikes.take() {
+                if strike && !strikes.take() {
                     conn.close(CloseCode::RateLimited);
                 }
             }
