@@ -8,6 +8,10 @@
 //! cargo run --release --example server --features postgres -- --postgres postgres://127.0.0.1/chat
 //! ```
 //!
+//! `--jwt-secret SECRET` (HS256, at least 32 bytes), `--jwt-rs256 PEM` or `--jwt-eddsa PEM`
+//! (public key files; feature `jwt`) replace development authentication: the token of a
+//! `hello` is then a JWT whose `sub` is the user, and the session ends at its `exp`.
+//!
 //! `--db PATH` keeps history in a SQLite file and `--postgres URL` in PostgreSQL (several
 //! servers may share one database); without either, everything is in memory.
 //!
@@ -23,7 +27,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chat_engine::EngineBuilder;
-use chat_engine::core::auth::DevAuthenticator;
+use chat_engine::core::auth::{Authenticator, DevAuthenticator};
 use chat_engine::ws::WsServer;
 
 /// The web demo: path, content type, file (embedded at compile time).
@@ -50,10 +54,14 @@ const PAGES: [(&str, &str, &[u8]); 4] = [
     ),
 ];
 
-const USAGE: &str = "usage: server [--addr HOST:PORT] [--db PATH | --postgres URL]
-  --addr HOST:PORT  where to listen (default 127.0.0.1:8080)
-  --db PATH         keep history in the SQLite database PATH (feature sqlite)
-  --postgres URL    keep history in PostgreSQL at URL (feature postgres)";
+const USAGE: &str = "usage: server [--addr HOST:PORT] [--db PATH | --postgres URL] [--jwt-secret SECRET | --jwt-rs256 PEM | --jwt-eddsa PEM]
+  --addr HOST:PORT     where to listen (default 127.0.0.1:8080)
+  --db PATH            keep history in the SQLite database PATH (feature sqlite)
+  --postgres URL       keep history in PostgreSQL at URL (feature postgres)
+  --jwt-secret SECRET  tokens are HS256 JWTs signed with SECRET (feature jwt)
+  --jwt-rs256 PEM      tokens are RS256 JWTs; PEM is the public key file (feature jwt)
+  --jwt-eddsa PEM      tokens are EdDSA JWTs; PEM is the public key file (feature jwt)
+Without --jwt-*, development authentication: the token \"dev:<user>\" logs in as <user>.";
 
 /// Where the history is kept.
 enum StoreArg {
@@ -62,9 +70,20 @@ enum StoreArg {
     Postgres(String),
 }
 
-fn parse_args() -> Result<(SocketAddr, StoreArg), String> {
+/// Who may log in.
+// Without the `jwt` feature the keys are refused unread.
+#[cfg_attr(not(feature = "jwt"), allow(dead_code))]
+enum AuthArg {
+    Dev,
+    Hs256(String),
+    Rs256(PathBuf),
+    EdDsa(PathBuf),
+}
+
+fn parse_args() -> Result<(SocketAddr, StoreArg, AuthArg), String> {
     let mut addr: SocketAddr = "127.0.0.1:8080".parse().map_err(|e| format!("{e}"))?;
     let mut store = StoreArg::Memory;
+    let mut auth = AuthArg::Dev;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -74,16 +93,67 @@ fn parse_args() -> Result<(SocketAddr, StoreArg), String> {
             }
             "--db" => store = StoreArg::Sqlite(args.next().ok_or("--db needs PATH")?.into()),
             "--postgres" => store = StoreArg::Postgres(args.next().ok_or("--postgres needs URL")?),
+            "--jwt-secret" => {
+                auth = AuthArg::Hs256(args.next().ok_or("--jwt-secret needs SECRET")?);
+            }
+            "--jwt-rs256" => {
+                auth = AuthArg::Rs256(args.next().ok_or("--jwt-rs256 needs PEM")?.into())
+            }
+            "--jwt-eddsa" => {
+                auth = AuthArg::EdDsa(args.next().ok_or("--jwt-eddsa needs PEM")?.into())
+            }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    Ok((addr, store))
+    Ok((addr, store, auth))
+}
+
+/// The authenticator chosen, and how to describe it.
+fn authenticator(auth: AuthArg) -> Result<(Arc<dyn Authenticator>, String), String> {
+    #[cfg(feature = "jwt")]
+    {
+        use chat_engine::jwt::JwtAuthenticator;
+        let read =
+            |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+        let jwt = match auth {
+            AuthArg::Dev => None,
+            AuthArg::Hs256(secret) => Some((
+                JwtAuthenticator::hs256(secret.as_bytes())
+                    .map_err(|e| format!("--jwt-secret: {e}"))?,
+                "JWT, HS256",
+            )),
+            AuthArg::Rs256(path) => Some((
+                JwtAuthenticator::rs256_pem(read(&path)?)
+                    .map_err(|e| format!("--jwt-rs256: {e}"))?,
+                "JWT, RS256",
+            )),
+            AuthArg::EdDsa(path) => Some((
+                JwtAuthenticator::eddsa_pem(read(&path)?)
+                    .map_err(|e| format!("--jwt-eddsa: {e}"))?,
+                "JWT, EdDSA",
+            )),
+        };
+        if let Some((jwt, about)) = jwt {
+            let about = format!("{about}: a hello's token is a JWT whose sub is the user");
+            return Ok((Arc::new(jwt), about));
+        }
+    }
+    #[cfg(not(feature = "jwt"))]
+    if !matches!(auth, AuthArg::Dev) {
+        return Err("--jwt-*: built without JWT; add --features jwt".to_owned());
+    }
+    Ok((
+        Arc::new(DevAuthenticator),
+        "development: the token \"dev:<user>\" logs in as <user>".to_owned(),
+    ))
 }
 
 /// An engine builder on the chosen store (presence stays in memory), and how to describe it.
-async fn engine_builder(store: StoreArg) -> Result<(EngineBuilder, String), String> {
-    let authenticator = Arc::new(DevAuthenticator);
+async fn engine_builder(
+    store: StoreArg,
+    authenticator: Arc<dyn Authenticator>,
+) -> Result<(EngineBuilder, String), String> {
     match store {
         StoreArg::Memory => Ok((
             chat_engine::memory::engine_builder(authenticator),
@@ -138,7 +208,7 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let (addr, store) = match parse_args() {
+    let (addr, store, auth) = match parse_args() {
         Ok(args) => args,
         Err(message) => {
             eprintln!("{message}");
@@ -146,7 +216,15 @@ async fn main() -> ExitCode {
         }
     };
 
-    let (builder, store) = match engine_builder(store).await {
+    let (authenticator, auth) = match authenticator(auth) {
+        Ok(chosen) => chosen,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let development = auth.starts_with("development");
+    let (builder, store) = match engine_builder(store, authenticator).await {
         Ok(built) => built,
         Err(message) => {
             eprintln!("{message}");
@@ -166,16 +244,18 @@ async fn main() -> ExitCode {
         }
     };
     let local = server.local_addr().unwrap_or(addr);
-    tracing::warn!(
-        "DEVELOPMENT AUTHENTICATION: any token \"dev:<user>\" logs in as <user>; \
-         anyone can be anyone. Do not expose this server."
-    );
+    if development {
+        tracing::warn!(
+            "DEVELOPMENT AUTHENTICATION: any token \"dev:<user>\" logs in as <user>; \
+             anyone can be anyone. Do not expose this server."
+        );
+    }
     println!(
         "chat-engine demo server
   web page   http://{local}/   (open it in two browser windows)
   WebSocket  ws://{local}/ws   (protocol v1: docs/protocol.md)
   store      {store}
-  auth       development: the token \"dev:<user>\" logs in as <user>
+  auth       {auth}
 
 Chat from any WebSocket client, e.g. `websocat ws://{local}/ws`, one JSON object per line:
   {{\"type\":\"hello\",\"id\":1,\"token\":\"dev:alice\"}}
