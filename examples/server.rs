@@ -97,10 +97,10 @@ fn parse_args() -> Result<(SocketAddr, StoreArg, AuthArg), String> {
                 auth = AuthArg::Hs256(args.next().ok_or("--jwt-secret needs SECRET")?);
             }
             "--jwt-rs256" => {
-                auth = AuthArg::Rs256(args.next().ok_or("--jwt-rs256 needs PEM")?.into())
+                auth = AuthArg::Rs256(args.next().ok_or("--jwt-rs256 needs PEM")?.into());
             }
             "--jwt-eddsa" => {
-                auth = AuthArg::EdDsa(args.next().ok_or("--jwt-eddsa needs PEM")?.into())
+                auth = AuthArg::EdDsa(args.next().ok_or("--jwt-eddsa needs PEM")?.into());
             }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
