@@ -30,6 +30,9 @@ enum Waiter {
     User(oneshot::Sender<Result<ReplyBody, ClientError>>),
     /// The client itself, filling a gap of this room.
     Fill(RoomId),
+    /// The client itself, learning the epoch of a room it was made a member of elsewhere
+    /// (a `join` by a member changes nothing on the server).
+    Learn,
 }
 
 struct Pending {
@@ -218,6 +221,20 @@ impl Driver {
         }
     }
 
+    /// Follows a room this user was made a member of elsewhere, and asks for its epoch
+    /// when unknown: without it, a server that comes back with a new log for the room
+    /// could not be told from one that kept it.
+    fn joined_elsewhere(&mut self, room: &RoomId) {
+        if self.rooms.on_joined_elsewhere(room) {
+            self.pending.push_back(Pending {
+                frame: ClientFrame::Join { room: room.clone() },
+                waiter: Waiter::Learn,
+                wire: None,
+                deadline: Instant::now() + self.config.request_timeout,
+            });
+        }
+    }
+
     fn fill(&mut self, fill: Fill) {
         self.pending.push_back(Pending {
             frame: ClientFrame::History {
@@ -373,12 +390,8 @@ impl Driver {
         self.next_wire = 1;
         self.shared
             .set_identity(hello.user.clone(), hello.session.clone());
-        let (resets, fills) = self.rooms.on_hello(&hello.rooms);
-        for reset in resets {
+        for reset in self.rooms.on_hello(&hello.rooms) {
             self.emit(Event::Reset(reset)).await;
-        }
-        for fill in fills {
-            self.fill(fill);
         }
         self.emit(Event::State(ConnectionState::Connected {
             user: hello.user,
@@ -459,7 +472,7 @@ impl Driver {
                 if Some(&member.user) == self.shared.user().as_ref() {
                     match member.action {
                         chat_core::protocol::MemberAction::Join => {
-                            self.rooms.on_joined_elsewhere(&member.room);
+                            self.joined_elsewhere(&member.room);
                         }
                         chat_core::protocol::MemberAction::Leave => {
                             self.rooms.on_left(&member.room);
@@ -506,6 +519,13 @@ impl Driver {
                     }
                 }
             }
+            Waiter::Learn => {
+                if let Ok(ReplyBody::Join(state)) = result {
+                    if let Some(reset) = self.rooms.learn_epoch(&state) {
+                        self.emit(Event::Reset(reset)).await;
+                    }
+                }
+            }
             Waiter::User(reply) => {
                 match (&pending.frame, &result) {
                     (ClientFrame::Join { .. }, Ok(ReplyBody::Join(state))) => {
@@ -516,7 +536,7 @@ impl Driver {
                     (ClientFrame::Leave { room }, Ok(_)) => self.rooms.on_left(room),
                     (ClientFrame::Send { .. }, Ok(ReplyBody::Send(sent))) => {
                         // A `to` send may have made us a member of the direct room.
-                        self.rooms.on_joined_elsewhere(&sent.room);
+                        self.joined_elsewhere(&sent.room);
                     }
                     _ => {}
                 }

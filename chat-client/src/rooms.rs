@@ -176,13 +176,12 @@ impl Rooms {
     }
 
     /// The rooms of a `hello` reply: rooms resumed under the same epoch replay by
-    /// themselves; a changed epoch or a vanished room is a [`Reset`]; a room whose epoch was
-    /// unknown is caught up with `history`; new rooms start at their latest seq.
-    pub(crate) fn on_hello(&mut self, rooms: &[RoomState]) -> (Vec<Reset>, Vec<Fill>) {
+    /// themselves; a changed epoch, a vanished room, or a room with messages held under an
+    /// epoch never learned is a [`Reset`]; new rooms start at their latest seq.
+    pub(crate) fn on_hello(&mut self, rooms: &[RoomState]) -> Vec<Reset> {
         // A new session: no push of a room left in an earlier one can come any more.
         self.left.clear();
         let mut resets = Vec::new();
-        let mut fills = Vec::new();
         let mut seen = HashSet::new();
         for state in rooms {
             seen.insert(state.room.clone());
@@ -190,12 +189,17 @@ impl Rooms {
             track.filling = false;
             match (&track.epoch, track.last) {
                 (Some(epoch), Some(_)) if *epoch == state.epoch => {}
-                (None, Some(last)) => {
-                    track.epoch = Some(state.epoch.clone());
-                    track.known = track.known.max(state.seq);
-                    if state.seq > last {
-                        fills.extend(track.fill(&state.room));
-                    }
+                // Messages held under an epoch never learned: whether the server kept
+                // this log or started a new one cannot be told, so it is a reset (a
+                // needless one at worst; skipping the new log's first messages as
+                // duplicates would lose them).
+                (None, Some(_)) => {
+                    resets.push(Reset {
+                        room: state.room.clone(),
+                        epoch: Some(state.epoch.clone()),
+                        seq: state.seq,
+                    });
+                    *track = Track::at(state.epoch.clone(), state.seq);
                 }
                 (None, None) => *track = Track::at(state.epoch.clone(), state.seq),
                 (Some(_), _) => {
@@ -222,7 +226,7 @@ impl Rooms {
                 seq: Seq::ZERO,
             });
         }
-        (resets, fills)
+        resets
     }
 
     /// The reply to `join`: a new room starts at its latest seq; a room followed under
@@ -251,10 +255,33 @@ impl Rooms {
     }
 
     /// This user became a member on another device (or through someone's `to` send): the
-    /// room is followed from its first message.
-    pub(crate) fn on_joined_elsewhere(&mut self, room: &RoomId) {
+    /// room is followed from its first message. `true` when its epoch is unknown (ask
+    /// with a `join`, and give the reply to [`Rooms::learn_epoch`]).
+    pub(crate) fn on_joined_elsewhere(&mut self, room: &RoomId) -> bool {
         self.left.remove(room);
-        self.map.entry(room.clone()).or_default();
+        self.map.entry(room.clone()).or_default().epoch.is_none()
+    }
+
+    /// The epoch of a room followed since it was joined elsewhere. Unlike
+    /// [`Rooms::on_join`], the position is kept: the room is followed from its first
+    /// message. A room followed under another epoch is reset.
+    pub(crate) fn learn_epoch(&mut self, state: &RoomState) -> Option<Reset> {
+        let track = self.map.get_mut(&state.room)?;
+        match &track.epoch {
+            Some(epoch) if *epoch == state.epoch => None,
+            None => {
+                track.epoch = Some(state.epoch.clone());
+                None
+            }
+            Some(_) => {
+                *track = Track::at(state.epoch.clone(), state.seq);
+                Some(Reset {
+                    room: state.room.clone(),
+                    epoch: Some(state.epoch.clone()),
+                    seq: state.seq,
+                })
+            }
+        }
     }
 
     /// This user left the room.
@@ -295,6 +322,10 @@ mod tests {
             read: Seq::ZERO,
             delivered: Seq::ZERO,
         }
+    }
+
+    fn epoch(name: &str) -> Epoch {
+        Epoch::new(name).unwrap()
     }
 
     fn seqs(messages: &[Message]) -> Vec<u64> {
@@ -366,8 +397,7 @@ mod tests {
         let points = rooms.resume_points();
         assert_eq!(points[&RoomId::new("a").unwrap()].seq.get(), 6);
         // Reconnect: a resumed, b reset by a new epoch, c gone.
-        let (resets, fills) = rooms.on_hello(&[state("a", "e1", 9), state("b", "e2", 4)]);
-        assert!(fills.is_empty());
+        let resets = rooms.on_hello(&[state("a", "e1", 9), state("b", "e2", 4)]);
         assert_eq!(resets.len(), 2);
         assert_eq!(resets[0].room.as_str(), "b");
         assert_eq!(resets[0].seq.get(), 4);
@@ -389,10 +419,37 @@ mod tests {
             "no epoch yet: not resumable"
         );
         assert_eq!(seqs(&rooms.offer(msg("x", 10)).deliver), [10]);
-        // Disconnected; the next hello tells the epoch and that 14 is the latest.
-        let (resets, fills) = rooms.on_hello(&[state("x", "e1", 14)]);
-        assert!(resets.is_empty());
-        assert_eq!(fills[0].after.get(), 10);
-        assert_eq!(fills[0].limit, 4);
+        // Disconnected before its epoch was learned: the next hello cannot tell whether
+        // the server kept the log (e1, up to 14) or started a new one, so it is a reset.
+        let resets = rooms.on_hello(&[state("x", "e1", 14)]);
+        assert_eq!(resets.len(), 1);
+        assert_eq!(
+            (resets[0].epoch.clone(), resets[0].seq.get()),
+            (Some(epoch("e1")), 14)
+        );
+        assert_eq!(rooms.last(&r).unwrap().get(), 14);
+    }
+
+    #[test]
+    fn the_epoch_learned_for_a_room_joined_elsewhere_keeps_its_position() {
+        let mut rooms = Rooms::default();
+        let r = RoomId::new("x").unwrap();
+        assert!(rooms.on_joined_elsewhere(&r), "epoch unknown: ask for it");
+        assert_eq!(seqs(&rooms.offer(msg("x", 1)).deliver), [1]);
+        // The join reply says the room is at 3 already: 2 and 3 are still to come.
+        assert!(rooms.learn_epoch(&state("x", "e1", 3)).is_none());
+        assert!(
+            !rooms.on_joined_elsewhere(&r),
+            "epoch known: nothing to ask"
+        );
+        assert_eq!(seqs(&rooms.offer(msg("x", 2)).deliver), [2]);
+        let points = rooms.resume_points();
+        assert_eq!(points[&r].seq.get(), 2);
+        // Resumed under the same epoch: no reset. Under another: a reset.
+        assert!(rooms.on_hello(&[state("x", "e1", 3)]).is_empty());
+        let reset = rooms
+            .learn_epoch(&state("x", "e2", 1))
+            .expect("another epoch");
+        assert_eq!(reset.epoch, Some(epoch("e2")));
     }
 }

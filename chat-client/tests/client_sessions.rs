@@ -339,3 +339,47 @@ async fn awaiting_a_request_inside_the_event_loop_does_not_stall_the_client() {
     }
     server.stop().await;
 }
+
+/// A room the client follows only because someone else made it a member (a `to` send)
+/// must not lose messages when the server comes back with a new log for it: the client
+/// either delivers them or says the room was reset.
+#[tokio::test]
+async fn a_room_joined_elsewhere_is_reset_not_silently_skipped_after_a_restart() {
+    let first = Server::start(EngineConfig::default()).await;
+    let proxy = FaultProxy::start(first.addr).await;
+    let (alice, mut alice_events) = fast(proxy.url(), "dev:alice").connect().await.unwrap();
+    let dm = RoomId::direct(&user("alice"), &user("bob"));
+    let (bob, _bob_events) = fast(first.url(), "dev:bob").connect().await.unwrap();
+    for body in ["one", "two", "three"] {
+        bob.send_to(&user("alice"), body).await.unwrap();
+    }
+    assert_eq!(messages(&mut alice_events, &dm, 3).await.len(), 3);
+    drop(bob);
+
+    // The in-memory server dies; alice stays away while bob writes to her on the new one,
+    // whose log for the room starts again at seq 1.
+    first.kill();
+    proxy.set_refusing(true);
+    proxy.cut_all();
+    let second = Server::start(EngineConfig::default()).await;
+    proxy.set_upstream(second.addr);
+    let (bob, _bob_events) = fast(second.url(), "dev:bob").connect().await.unwrap();
+    bob.send_to(&user("alice"), "after the restart")
+        .await
+        .unwrap();
+    proxy.set_refusing(false);
+
+    let news = event_where(&mut alice_events, |e| match e {
+        Event::Message(m) => m.room == dm,
+        Event::Reset(r) => r.room == dm,
+        _ => false,
+    })
+    .await;
+    match news {
+        Event::Message(m) => assert_eq!(m.body, "after the restart"),
+        Event::Reset(reset) => assert!(reset.epoch.is_some(), "{reset:?}"),
+        _ => unreachable!(),
+    }
+    drop(alice);
+    second.stop().await;
+}
