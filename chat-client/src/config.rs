@@ -21,6 +21,7 @@ pub(crate) struct ClientConfig {
     pub(crate) request_timeout: Duration,
     pub(crate) queue_limit: usize,
     pub(crate) event_buffer: usize,
+    pub(crate) max_frame_bytes: usize,
 }
 
 /// Builds a [`Client`].
@@ -52,6 +53,7 @@ impl ClientBuilder {
                 request_timeout: Duration::from_secs(60),
                 queue_limit: 1_000,
                 event_buffer: 4_096,
+                max_frame_bytes: 64 * 1024,
             },
         }
     }
@@ -80,6 +82,15 @@ impl ClientBuilder {
     /// [`ClientError::QueueFull`].
     pub fn queue_limit(mut self, limit: usize) -> Self {
         self.config.queue_limit = limit.max(1);
+        self
+    }
+
+    /// The largest request frame the server takes (default 64 KiB, the protocol's default
+    /// frame limit). A larger request fails at once with [`ClientError::Refused`] and
+    /// `too_large`, rather than making the server close the connection (1009) each time
+    /// it is sent again after a reconnect.
+    pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_frame_bytes = bytes;
         self
     }
 

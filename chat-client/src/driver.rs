@@ -209,6 +209,20 @@ impl Driver {
                     let _ = reply.send(Err(ClientError::QueueFull));
                     return;
                 }
+                // Measured with the longest id it could be sent with.
+                let size = Request::new(Some(RequestId::MAX), frame.clone())
+                    .encode()
+                    .len();
+                if size > self.config.max_frame_bytes {
+                    let _ = reply.send(Err(ClientError::Refused {
+                        code: ErrorCode::TooLarge,
+                        message: format!(
+                            "the request is {size} bytes encoded, over the frame limit of {}",
+                            self.config.max_frame_bytes
+                        ),
+                    }));
+                    return;
+                }
                 self.pending.push_back(Pending {
                     frame,
                     waiter: Waiter::User(reply),

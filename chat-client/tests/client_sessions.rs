@@ -383,3 +383,25 @@ async fn a_room_joined_elsewhere_is_reset_not_silently_skipped_after_a_restart()
     drop(alice);
     second.stop().await;
 }
+
+/// A request whose frame is over the server's limit (here a body of control characters,
+/// six times longer once escaped) fails at once instead of closing the connection on every
+/// reconnect; the client goes on.
+#[tokio::test]
+async fn a_request_over_the_frame_limit_fails_at_once_and_the_client_goes_on() {
+    let server = Server::start(EngineConfig::default()).await;
+    let (alice, mut alice_events) = fast(server.url(), "dev:alice").connect().await.unwrap();
+    let general = room("general");
+    alice.join(&general).await.unwrap();
+    let escaped = "\u{1}".repeat(16_000);
+    match alice.send(&general, escaped).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ErrorCode::TooLarge),
+        other => panic!("expected too_large, got {other:?}"),
+    }
+    alice.send(&general, "still here").await.unwrap();
+    assert_eq!(
+        messages(&mut alice_events, &general, 1).await,
+        [(1, "still here".to_owned())]
+    );
+    server.stop().await;
+}
