@@ -166,6 +166,15 @@ async fn refuse(tcp: &mut TcpStream, status: u16, text: &str, extra: &str) -> io
     .await
 }
 
+/// [`accept`] for a server that takes the upgrade on any path (the conformance echo).
+pub(crate) async fn accept_any_path(
+    tcp: &mut TcpStream,
+    config: &WsConfig,
+    pages: &Pages,
+) -> io::Result<Option<BytesMut>> {
+    accept_on(tcp, config, pages, true, None).await
+}
+
 /// Reads the request head and answers it. `Ok(Some(bytes))` when the connection is now a
 /// WebSocket (`bytes`: what arrived after the head); `Ok(None)` when it was answered
 /// otherwise (a page, a refusal) and is done.
@@ -174,6 +183,17 @@ pub(crate) async fn accept(
     config: &WsConfig,
     pages: &Pages,
     admitted: bool,
+) -> io::Result<Option<BytesMut>> {
+    accept_on(tcp, config, pages, admitted, Some(&config.path)).await
+}
+
+/// [`accept`], with the WebSocket route at `path` (`None`: any path).
+async fn accept_on(
+    tcp: &mut TcpStream,
+    config: &WsConfig,
+    pages: &Pages,
+    admitted: bool,
+    path: Option<&str>,
 ) -> io::Result<Option<BytesMut>> {
     let mut buf: Vec<u8> = Vec::new();
     let head = loop {
@@ -210,7 +230,7 @@ pub(crate) async fn accept(
             return Ok(None);
         }
     }
-    if head.path != config.path {
+    if path.is_some_and(|path| head.path != path) {
         refuse(tcp, 404, "no such route", "").await?;
         return Ok(None);
     }

@@ -32,6 +32,7 @@
 
 #[cfg(feature = "axum")]
 pub mod axum;
+pub mod conformance;
 mod handshake;
 mod server;
 mod socket;

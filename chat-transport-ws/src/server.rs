@@ -289,6 +289,7 @@ async fn upgrade(
     let admission = admission.ok()?;
     let max_message = engine.config().max_frame_bytes;
     // The socket holds the address's place until both halves are gone.
-    let (inbound, outbound) = socket::split(stream, early, max_message, config.write_buffer, slot);
+    let (inbound, outbound) =
+        socket::split(stream, early, max_message, config.write_buffer, Some(slot));
     Some((engine, admission, inbound, outbound, addr))
 }

@@ -37,7 +37,7 @@ struct Shared {
     tcp: TcpStream,
     out: Mutex<Out>,
     /// The connection's place among its address's, given back with the socket.
-    _slot: IpSlot,
+    _slot: Option<IpSlot>,
 }
 
 /// What waits to be written, in order.
@@ -172,7 +172,7 @@ pub(crate) fn split(
     read: BytesMut,
     max_message: usize,
     write_buffer: usize,
-    slot: IpSlot,
+    slot: Option<IpSlot>,
 ) -> (Reader, Writer) {
     let shared = Arc::new(Shared {
         tcp,
@@ -184,6 +184,7 @@ pub(crate) fn split(
         pending: read,
         want: 0,
         partial: None,
+        keep_binary: false,
         // Frames are at most this plus a 14-byte header: `want` fits in a u32.
         max_message: u32::try_from(max_message)
             .unwrap_or(u32::MAX)
@@ -207,7 +208,7 @@ struct Partial {
 
 /// What one frame amounts to.
 enum Step {
-    Item(Inbound),
+    Item(Msg),
     /// A fragment, or nothing the engine needs to hear of.
     Again,
     /// The peer closed.
@@ -225,7 +226,25 @@ pub(crate) struct Reader {
     want: u32,
     max_message: u32,
     partial: Option<Box<Partial>>,
+    /// Whether binary messages keep their bytes (the engine refuses them unread).
+    pub(crate) keep_binary: bool,
     done: bool,
+}
+
+/// A complete message.
+pub(crate) enum Msg {
+    Text(Bytes),
+    /// Empty unless the reader keeps binary payloads.
+    Binary(Bytes),
+    /// A ping or a pong (a ping is answered already).
+    Heartbeat,
+}
+
+/// What a read brings.
+pub(crate) enum Read {
+    Msg(Msg),
+    /// Over the message limit: the reader stops; the caller closes with 1009.
+    TooLarge,
 }
 
 impl Reader {
@@ -266,7 +285,7 @@ impl Reader {
                 }
                 let text = header.opcode == wire::OP_TEXT;
                 if header.fin {
-                    return message(text, payload).map(Step::Item);
+                    return message(text, payload, self.keep_binary).map(Step::Item);
                 }
                 self.partial = Some(Box::new(Partial {
                     text,
@@ -283,15 +302,15 @@ impl Reader {
                     return Ok(Step::Again);
                 }
                 let Partial { text, data } = *self.partial.take().expect("checked above");
-                message(text, &data).map(Step::Item)
+                message(text, &data, self.keep_binary).map(Step::Item)
             }
             wire::OP_PING => {
                 let mut out = self.shared.out.lock();
                 out.pong(payload);
                 out.write_now(&self.shared.tcp);
-                Ok(Step::Item(Inbound::Heartbeat))
+                Ok(Step::Item(Msg::Heartbeat))
             }
-            wire::OP_PONG => Ok(Step::Item(Inbound::Heartbeat)),
+            wire::OP_PONG => Ok(Step::Item(Msg::Heartbeat)),
             _ => {
                 // OP_CLOSE: `parse_header` lets no other opcode through.
                 let code = match *payload {
@@ -366,38 +385,57 @@ impl Reader {
     }
 }
 
-/// A complete message for the engine. Text must be UTF-8 (RFC 6455 §8.1).
-fn message(text: bool, payload: &[u8]) -> Result<Inbound, Violation> {
+/// A complete message. Text must be UTF-8 (RFC 6455 §8.1).
+fn message(text: bool, payload: &[u8], keep_binary: bool) -> Result<Msg, Violation> {
     if !text {
-        return Ok(Inbound::Binary);
+        let kept = if keep_binary {
+            Bytes::copy_from_slice(payload)
+        } else {
+            Bytes::new()
+        };
+        return Ok(Msg::Binary(kept));
     }
     if std::str::from_utf8(payload).is_err() {
         return Err(Violation::InvalidUtf8);
     }
-    Ok(Inbound::Text(Bytes::copy_from_slice(payload)))
+    Ok(Msg::Text(Bytes::copy_from_slice(payload)))
 }
 
 impl Stream for Reader {
     type Item = Inbound;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
-        let this = self.get_mut();
+        let read = ready!(self.get_mut().poll_read(cx));
+        Poll::Ready(read.map(|read| match read {
+            Read::Msg(Msg::Text(text)) => Inbound::Text(text),
+            Read::Msg(Msg::Binary(_)) => Inbound::Binary,
+            Read::Msg(Msg::Heartbeat) => Inbound::Heartbeat,
+            Read::TooLarge => Inbound::TooLarge,
+        }))
+    }
+}
+
+impl Reader {
+    /// The next message; `None` once the peer closed, broke the protocol (answered with
+    /// 1002 or 1007 already) or went away.
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<Read>> {
+        let this = self;
         loop {
             if this.done {
                 return Poll::Ready(None);
             }
             match this.next_frame() {
                 Ok(None) => {}
-                Ok(Some(Step::Item(item))) => return Poll::Ready(Some(item)),
+                Ok(Some(Step::Item(item))) => return Poll::Ready(Some(Read::Msg(item))),
                 Ok(Some(Step::Again)) => continue,
                 Ok(Some(Step::End)) => {
                     this.end();
                     return Poll::Ready(None);
                 }
-                // The engine answers with 1009.
+                // The caller (the engine) answers with 1009.
                 Err(Violation::TooLarge) => {
                     this.end();
-                    return Poll::Ready(Some(Inbound::TooLarge));
+                    return Poll::Ready(Some(Read::TooLarge));
                 }
                 Err(violation) => {
                     let (code, reason) = match violation {
@@ -438,7 +476,25 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    fn flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Queues a whole message (for the conformance echo; the engine goes through `Sink`).
+    pub(crate) fn queue(&self, text: bool, payload: &[u8]) {
+        let mut out = self.shared.out.lock();
+        if out.close_sent {
+            return;
+        }
+        out.put_waiting_pong();
+        let opcode = if text { wire::OP_TEXT } else { wire::OP_BINARY };
+        let buf = out.buf_for(wire::MAX_HEADER + payload.len());
+        wire::put_header(buf, opcode, payload.len());
+        buf.extend_from_slice(payload);
+    }
+
+    /// Queues a close frame (unless one was).
+    pub(crate) fn queue_close(&self, code: u16, reason: &str) {
+        self.shared.out.lock().close(code, reason);
+    }
+
+    pub(crate) fn flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let tcp = &self.shared.tcp;
         let mut out = self.shared.out.lock();
         loop {

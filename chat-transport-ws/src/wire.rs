@@ -16,6 +16,7 @@ pub(crate) const MAX_HEADER: usize = 10;
 pub(crate) const CLOSE_NORMAL: u16 = 1000;
 pub(crate) const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 pub(crate) const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Appends the header of an unmasked, final frame of `len` payload bytes.
 pub(crate) fn put_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
