@@ -33,6 +33,8 @@
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod conformance;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod server;
 mod socket;
