@@ -85,12 +85,20 @@ pub struct WsServer {
 }
 
 impl WsServer {
-    /// Binds `addr` (use port 0 for any free port).
+    /// Binds `addr` (use port 0 for any free port), with a listen backlog of 4,096 so
+    /// that a burst of connections waits in the kernel's queue instead of overflowing it
+    /// (the system's `somaxconn` may lower it; tokio's default is 128).
     pub async fn bind(addr: impl ToSocketAddrs, engine: Engine) -> io::Result<WsServer> {
-        Ok(WsServer::from_listener(
-            TcpListener::bind(addr).await?,
-            engine,
-        ))
+        let mut last = None;
+        for addr in tokio::net::lookup_host(addr).await? {
+            match listen(addr) {
+                Ok(listener) => return Ok(WsServer::from_listener(listener, engine)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")
+        }))
     }
 
     /// Serves on a listener the caller bound.
@@ -191,6 +199,23 @@ impl WsServer {
 
 const TOO_MANY_FROM_IP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
     Content-Length: 38\r\nConnection: close\r\n\r\ntoo many connections from this address";
+
+/// The listen backlog of [`WsServer::bind`]: connections the kernel holds until they are
+/// accepted. Tokio's default (128) overflows under a burst, and a connection that is never
+/// accepted is never closed by the handshake deadline either.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server can take its port back at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Connections held per IP address, against a cap.
 struct PerIp {

@@ -935,11 +935,6 @@ fn a_thousand_stalled_handshakes_are_all_closed_at_their_deadline() {
 /// The same stalled connections opened in one burst, 500 connects at a time, without
 /// waiting for the server to accept them.
 #[test]
-#[ignore = "bug: WsServer::bind listens with tokio's default backlog of 128; a burst of \
-            silent connections overflows the kernel's accept queue and, in nearly every run, \
-            some (110-240 of 1,250 seen) are never accepted, so no handshake deadline closes \
-            them (still open on the client side after 90 s); with from_listener and a backlog \
-            of 4,096, none are left"]
 fn a_burst_of_stalled_handshakes_is_all_closed_at_the_deadline() {
     let _turn = one_flood_at_a_time();
     let test = "stalled handshakes, one burst";
