@@ -1284,3 +1284,66 @@ async fn a_pong_held_back_by_a_full_socket_goes_out_once_the_client_reads() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The hostile inputs of issue 9 at their full sizes
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_hundred_thousand_one_byte_fragments_without_fin_close_with_1009() {
+    // Each fragment costs the server its byte only, and the message limit bounds them all.
+    let addr = start().await;
+    let mut conn = Conn::hello(addr, "alice").await;
+    let mut bytes = frame(false, OP_TEXT, b"[");
+    for _ in 0..100_000 {
+        bytes.extend(frame(false, OP_CONTINUATION, b" "));
+    }
+    conn.send_lossy(&bytes).await;
+    conn.expect_close(1009).await;
+}
+
+#[tokio::test]
+async fn a_one_mib_head_trickled_is_refused_with_431_long_before_its_end() {
+    let addr = start().await;
+    let mut request = upgrade_request(RFC_KEY);
+    request.truncate(request.len() - 2);
+    request.push_str(&format!("X-Big: {}\r\n\r\n", "b".repeat(1 << 20)));
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = tcp.split();
+    let mut sent = 0;
+    // Trickle the head while reading the answer; the server answers at its 8 KiB limit and
+    // closes, after which the writes fail.
+    let writing = async {
+        for chunk in request.as_bytes().chunks(1024) {
+            if write.write_all(chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let mut answer = Vec::new();
+    let reading = async {
+        let _ = tokio::time::timeout(WAIT, read.read_to_end(&mut answer)).await;
+    };
+    tokio::join!(writing, reading);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert!(
+        sent < 64 * 1024,
+        "the server stopped at its 8 KiB limit, so the writes failed long before 1 MiB: \
+         {sent} bytes went out"
+    );
+}
+
+#[tokio::test]
+async fn two_thousand_header_fields_are_refused_with_431() {
+    let addr = start().await;
+    let mut request = upgrade_request(RFC_KEY);
+    request.truncate(request.len() - 2);
+    for i in 0..2_000 {
+        request.push_str(&format!("a{i}:\r\n"));
+    }
+    request.push_str("\r\n");
+    refused(addr, request.as_bytes(), 431).await;
+}
