@@ -11,9 +11,14 @@ use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::cluster::TopicCommand;
+use crate::broker::Topic;
 
 use crate::connection::LocalConnection;
 use crate::delivery::Cursors;
@@ -197,7 +202,7 @@ impl Hub {
         &self,
         user: &UserId,
         cursors: Cursors,
-        except: ConnectionId,
+        except: Option<ConnectionId>,
         everyone: bool,
     ) {
         let mut state = self.state.lock();
@@ -218,7 +223,7 @@ impl Hub {
         })
         .encode();
         for member in state.members.values() {
-            if member.conn.id() != except && (everyone || member.conn.user() == user) {
+            if Some(member.conn.id()) != except && (everyone || member.conn.user() == user) {
                 member.conn.send(&frame);
             }
         }
@@ -271,6 +276,12 @@ pub(crate) struct Hubs {
     hasher: RandomState,
     store: Arc<dyn MessageStore>,
     settings: HubSettings,
+    /// Room subscriptions for the broker, when there is one: a room's topic is subscribed
+    /// while its hub is in the map.
+    topics: Option<mpsc::UnboundedSender<TopicCommand>>,
+    /// Store reads of gap repairs, and the messages they delivered.
+    repair_reads: AtomicU64,
+    repaired: AtomicU64,
 }
 
 impl std::fmt::Debug for Hubs {
@@ -280,12 +291,62 @@ impl std::fmt::Debug for Hubs {
 }
 
 impl Hubs {
-    pub(crate) fn new(store: Arc<dyn MessageStore>, settings: HubSettings) -> Hubs {
+    pub(crate) fn new(
+        store: Arc<dyn MessageStore>,
+        settings: HubSettings,
+        topics: Option<mpsc::UnboundedSender<TopicCommand>>,
+    ) -> Hubs {
         Hubs {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             store,
             settings,
+            topics,
+            repair_reads: AtomicU64::new(0),
+            repaired: AtomicU64::new(0),
+        }
+    }
+
+    /// (store reads by gap repairs, messages those reads delivered).
+    pub(crate) fn repairs(&self) -> (u64, u64) {
+        (
+            self.repair_reads.load(Ordering::Relaxed),
+            self.repaired.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Tells the broker task to (un)subscribe a room; called under the room's shard lock,
+    /// so that commands follow the map's changes in order.
+    fn room_topic(&self, room: &RoomId, subscribe: bool) {
+        if let Some(topics) = &self.topics {
+            let _ = topics.send(TopicCommand {
+                topic: Topic::Room(room.clone()),
+                subscribe,
+                done: None,
+            });
+        }
+    }
+
+    /// The rooms with a hub on this node.
+    pub(crate) fn rooms(&self) -> Vec<RoomId> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.lock().keys().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// The store's latest seq of `room` is `latest`: a hub behind it repairs from the store
+    /// (after `gap_wait`, in case the messages are on their way).
+    pub(crate) fn note_latest(self: &Arc<Self>, room: &RoomId, latest: Seq) {
+        let Some(hub) = self.get(room) else {
+            return;
+        };
+        let mut state = hub.state.lock();
+        state.known = state.known.max(latest);
+        let repair = state.has_gap() && !std::mem::replace(&mut state.repairing, true);
+        drop(state);
+        if repair {
+            self.spawn_repair(hub);
         }
     }
 
@@ -313,6 +374,7 @@ impl Hubs {
         }
         let hub = Arc::new(Hub::new(room.clone()));
         shard.insert(room.clone(), hub.clone());
+        self.room_topic(room, true);
         hub
     }
 
@@ -328,6 +390,7 @@ impl Hubs {
         let mut shard = self.shard(&hub.room).lock();
         if shard.get(&hub.room).is_some_and(|h| Arc::ptr_eq(h, hub)) {
             shard.remove(&hub.room);
+            self.room_topic(&hub.room, false);
         }
     }
 
@@ -468,10 +531,15 @@ impl Hubs {
                     // The store is unreachable: try again after the next wait.
                     continue;
                 };
+                hubs.repair_reads.fetch_add(1, Ordering::Relaxed);
                 for message in page.messages {
                     let seq = message.seq;
                     let frame = ServerFrame::Message(message).encode();
-                    hub.state.lock().accept(seq, frame, settings.buffer_cap);
+                    let mut state = hub.state.lock();
+                    if seq > state.delivered && !state.pending.contains_key(&seq) {
+                        hubs.repaired.fetch_add(1, Ordering::Relaxed);
+                    }
+                    state.accept(seq, frame, settings.buffer_cap);
                 }
             }
         });
@@ -548,9 +616,9 @@ mod tests {
         let hub = hub_with(&[&alice_a, &alice_b, &bob]);
         let alice = UserId::new("alice").unwrap();
         // Two devices' advances finish in the wrong order: (5,3) first, then (4,2).
-        hub.push_receipt(&alice, cursors(5, 3), ConnectionId(2), true);
-        hub.push_receipt(&alice, cursors(4, 2), ConnectionId(1), true);
-        hub.push_receipt(&alice, cursors(4, 5), ConnectionId(1), true);
+        hub.push_receipt(&alice, cursors(5, 3), Some(ConnectionId(2)), true);
+        hub.push_receipt(&alice, cursors(4, 2), Some(ConnectionId(1)), true);
+        hub.push_receipt(&alice, cursors(4, 5), Some(ConnectionId(1)), true);
         assert_eq!(
             receipts(&bob).await,
             [(5, 3), (5, 5)],
@@ -570,7 +638,7 @@ mod tests {
         hub.push_receipt(
             &UserId::new("alice").unwrap(),
             cursors(2, 1),
-            ConnectionId(1),
+            Some(ConnectionId(1)),
             false,
         );
         assert_eq!(receipts(&alice_b).await, [(2, 1)]);

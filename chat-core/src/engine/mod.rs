@@ -16,6 +16,7 @@
 //! append is cancelled half-way is covered by the retry (same `cid`) and the hub's gap
 //! repair.
 
+mod cluster;
 mod config;
 mod hub;
 mod parts;
@@ -34,9 +35,11 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use self::cluster::Cluster;
 pub use self::config::EngineConfig;
 use self::hub::{Attach, HubSettings, Hubs};
 use crate::auth::{Authenticator, Authorizer, DefaultAuthorizer};
+use crate::broker::{Broker, EventKind, Topic};
 use crate::connection::{ConnectionManager, LocalConnection, LocalConnections};
 use crate::delivery::DeliveryTracker;
 use crate::error::{Error, Result};
@@ -112,8 +115,9 @@ pub struct EngineBuilder {
     authorizer: Arc<dyn Authorizer>,
     connections: Arc<dyn ConnectionManager>,
     config: EngineConfig,
-    node: NodeId,
+    node: Option<NodeId>,
     clock: Clock,
+    broker: Option<Arc<dyn Broker>>,
 }
 
 impl EngineBuilder {
@@ -132,8 +136,9 @@ impl EngineBuilder {
             authorizer: Arc::new(DefaultAuthorizer),
             connections: Arc::new(LocalConnections::new()),
             config: EngineConfig::default(),
-            node: NodeId::random(),
+            node: None,
             clock: Clock::system(),
+            broker: None,
         }
     }
 
@@ -155,9 +160,23 @@ impl EngineBuilder {
         self
     }
 
-    /// This node's id (default: random).
+    /// This node's id (default: the broker's node, else random).
     pub fn node(mut self, node: NodeId) -> Self {
-        self.node = node;
+        self.node = Some(node);
+        self
+    }
+
+    /// Joins other nodes through `broker` (default: none — a single node, with nothing
+    /// spawned or published for the broker).
+    ///
+    /// With a broker, the engine publishes each newly stored message to the room's topic,
+    /// member changes, receipts, typing and presence pushes; subscribes a room's topic while
+    /// the room has a local member and a user's topic while the user has a local
+    /// connection; and delivers what other nodes publish in `seq` order, reading what the
+    /// broker lost from the store (see [`Engine::stats`]). All nodes must share the store
+    /// and the presence tracker.
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
         self
     }
 
@@ -172,17 +191,34 @@ impl EngineBuilder {
     pub fn build(self) -> Engine {
         let mut config = self.config;
         config.history_cap = config.history_cap.max(500);
+        let node = match (self.node, &self.broker) {
+            (Some(node), Some(broker)) if node != *broker.node() => {
+                tracing::warn!(engine = %node, broker = %broker.node(), "the engine and its broker name different nodes");
+                node
+            }
+            (Some(node), _) => node,
+            (None, Some(broker)) => broker.node().clone(),
+            (None, None) => NodeId::random(),
+        };
+        let (cluster, cluster_tasks) = match self.broker {
+            Some(broker) => {
+                let (cluster, tasks) = Cluster::new(broker);
+                (Some(cluster), Some(tasks))
+            }
+            None => (None, None),
+        };
         let hubs = Arc::new(Hubs::new(
             self.store.clone(),
             HubSettings {
                 gap_wait: config.gap_wait,
                 buffer_cap: config.catchup_buffer,
             },
+            cluster.as_ref().map(Cluster::topic_sender),
         ));
         let (presence_tx, presence_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             config,
-            node: self.node,
+            node,
             clock: self.clock,
             store: self.store,
             delivery: self.delivery,
@@ -191,6 +227,7 @@ impl EngineBuilder {
             authorizer: self.authorizer,
             connections: self.connections,
             hubs,
+            cluster,
             membership_locks: (0..MEMBERSHIP_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -208,6 +245,9 @@ impl EngineBuilder {
             inner.lease_stop.clone(),
         ));
         tokio::spawn(Inner::announce_loop(Arc::downgrade(&inner), presence_rx));
+        if let (Some(cluster), Some(tasks)) = (&inner.cluster, cluster_tasks) {
+            cluster.start(&inner, tasks, inner.config.broker_probe);
+        }
         Engine { inner }
     }
 }
@@ -293,10 +333,47 @@ impl Engine {
         self.inner.lease_stop.notify_one();
     }
 
+    /// Counters of this node's ordering and broker traffic.
+    pub fn stats(&self) -> EngineStats {
+        let (repair_reads, repaired) = self.inner.hubs.repairs();
+        let (published, publish_failed, received) = self
+            .inner
+            .cluster
+            .as_ref()
+            .map_or((0, 0, 0), Cluster::stats);
+        EngineStats {
+            rooms: self.inner.hubs.len(),
+            repair_reads,
+            repaired,
+            published,
+            publish_failed,
+            received,
+        }
+    }
+
     /// Whether [`shutdown`](Self::shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::Acquire)
     }
+}
+
+/// Counters from [`Engine::stats`], since the engine was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// Rooms with a hub (a local member connection) on this node now.
+    pub rooms: usize,
+    /// Gap repairs: store reads of messages that did not arrive in time (a lost or late
+    /// broker event, a cancelled append).
+    pub repair_reads: u64,
+    /// Messages those repairs delivered.
+    pub repaired: u64,
+    /// Events published to the broker.
+    pub published: u64,
+    /// Events not published: the queue was full or the broker failed (receivers repair).
+    pub publish_failed: u64,
+    /// Events received from other nodes.
+    pub received: u64,
 }
 
 type TypingKey = (RoomId, UserId);
@@ -316,6 +393,8 @@ struct Inner {
     authorizer: Arc<dyn Authorizer>,
     connections: Arc<dyn ConnectionManager>,
     hubs: Arc<Hubs>,
+    /// The broker side, when there are other nodes.
+    cluster: Option<Cluster>,
     /// Membership changes per user, striped (see [`Inner::membership_lock`]).
     membership_locks: Box<[tokio::sync::Mutex<()>]>,
     lock_hasher: RandomState,
@@ -432,6 +511,20 @@ impl Inner {
             .encode();
             hub.broadcast(&frame, |_| true);
         }
+        if self.cluster.is_some() {
+            let frame = ServerFrame::Member(MemberPush {
+                room: room.clone(),
+                user: user.clone(),
+                action,
+            })
+            .encode();
+            let kind = EventKind::Member {
+                user: user.clone(),
+                action,
+            };
+            self.publish(Topic::Room(room.clone()), kind.clone(), &frame);
+            self.publish(Topic::User(user.clone()), kind, &frame);
+        }
     }
 
     /// Makes `user` a member of `room` (which must exist); when it was not one, its
@@ -505,6 +598,7 @@ impl Inner {
             let frame = ServerFrame::Presence(info).encode();
             for user in recipients {
                 engine.connections.send_to_user(&user, &frame, None);
+                engine.publish(Topic::User(user), EventKind::Presence, &frame);
             }
         }
     }
@@ -526,15 +620,20 @@ impl Inner {
     }
 
     fn push_typing(&self, room: &RoomId, user: &UserId, active: bool) {
-        if let Some(hub) = self.hubs.get(room) {
-            let frame = ServerFrame::Typing(TypingPush {
-                room: room.clone(),
-                user: user.clone(),
-                active,
-            })
-            .encode();
+        let hub = self.hubs.get(room);
+        if hub.is_none() && self.cluster.is_none() {
+            return;
+        }
+        let frame = ServerFrame::Typing(TypingPush {
+            room: room.clone(),
+            user: user.clone(),
+            active,
+        })
+        .encode();
+        if let Some(hub) = hub {
             hub.broadcast(&frame, |c| c.user() != user);
         }
+        self.publish(Topic::Room(room.clone()), EventKind::Typing, &frame);
     }
 
     /// Forwards a `typing` frame; after `typing_timeout` without a new `active: true`, the

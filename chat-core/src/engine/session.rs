@@ -13,6 +13,7 @@ use super::parts::Parts;
 use super::rate::TokenBucket;
 use super::{Admission, Inbound, Inner, Peer};
 use crate::auth::Action;
+use crate::broker::{EventKind, Topic};
 use crate::connection::LocalConnection;
 use crate::delivery::CursorUpdate;
 use crate::error::{Error, Result};
@@ -22,8 +23,8 @@ use crate::outbox::{Outbound, Outbox, OutboxLimits};
 use crate::presence::PresenceChange;
 use crate::protocol::{
     ClientFrame, CloseCode, Encoded, ErrorCode, HelloReply, HistoryQuery, HistoryReply,
-    MemberAction, MemberInfo, MembersReply, PresenceInfo, PresenceReply, PresenceStatus, ReplyBody,
-    Request, RoomState, SendReply, SendTarget, ServerFrame,
+    MemberAction, MemberInfo, MembersReply, PresenceInfo, PresenceReply, PresenceStatus,
+    ReceiptPush, ReplyBody, Request, RoomState, SendReply, SendTarget, ServerFrame,
 };
 use crate::store::Appended;
 
@@ -312,6 +313,10 @@ where
         conn: conn.clone(),
         armed: true,
     };
+    if let Some(cluster) = &engine.cluster {
+        // Subscribed before the rooms are read: no membership change elsewhere is missed.
+        cluster.user_connected(conn.user()).await;
+    }
 
     let setup = async {
         let user = conn.user();
@@ -407,6 +412,10 @@ where
 fn end_session_quietly(engine: &Inner, conn: &LocalConnection) {
     conn.outbox.finish();
     engine.connections.unregister(conn.id(), conn.user());
+    if let Some(cluster) = &engine.cluster {
+        // Once per session, as `user_connected` was.
+        cluster.user_disconnected(conn.user());
+    }
     let rooms: Vec<RoomId> = conn.rooms.lock().drain().collect();
     for room in rooms {
         engine.hubs.detach(&room, conn.id());
@@ -909,9 +918,14 @@ impl Session<'_> {
         let room_id = message.room.clone();
         let Appended { message, dup } = self.engine.store.append(message).await?;
         let (seq, ts) = (message.seq, message.ts);
-        self.engine
-            .hubs
-            .publish(&room_id, seq, ServerFrame::Message(message).encode());
+        let frame = ServerFrame::Message(message).encode();
+        if !dup {
+            // Other nodes: ordering is restored by the receivers' hubs.
+            let topic = Topic::Room(room_id.clone());
+            self.engine
+                .publish(topic, EventKind::Message { seq }, &frame);
+        }
+        self.engine.hubs.publish(&room_id, seq, frame);
         let appended = Ok::<_, Error>((seq, ts, dup));
         let (seq, ts, dup) = appended?;
         Ok(ReplyBody::Send(SendReply { room, seq, ts, dup }))
@@ -971,7 +985,23 @@ impl Session<'_> {
             let everyone =
                 self.engine.store.member_count(&room).await? <= self.engine.config.large_room;
             if let Some(hub) = self.engine.hubs.get(&room) {
-                hub.push_receipt(user, change.cursors, self.conn.id(), everyone);
+                hub.push_receipt(user, change.cursors, Some(self.conn.id()), everyone);
+            }
+            if self.engine.cluster.is_some() {
+                let frame = ServerFrame::Receipt(ReceiptPush {
+                    room: room.clone(),
+                    user: user.clone(),
+                    delivered: change.cursors.delivered,
+                    read: change.cursors.read,
+                })
+                .encode();
+                // A large room's receipts reach only the user's own devices.
+                let topic = if everyone {
+                    Topic::Room(room.clone())
+                } else {
+                    Topic::User(user.clone())
+                };
+                self.engine.publish(topic, EventKind::Receipt, &frame);
             }
         }
         Ok(ReplyBody::Empty)
