@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -340,7 +341,12 @@ impl Member {
 
     /// Sends `count` messages one after another, each until acknowledged (the same `cid`
     /// after a reconnect: stored once); then reads until `total` messages are held.
-    async fn run(mut self, count: u64, total: Arc<AtomicU64>, acked: Arc<AtomicU64>) -> View {
+    async fn run(
+        mut self,
+        count: u64,
+        total: Arc<AtomicU64>,
+        acked: Arc<watch::Sender<u64>>,
+    ) -> View {
         for k in 0..count {
             let cid = format!("{}-{k}", self.user);
             let frame = json!({"type": "send", "room": ROOM, "cid": cid, "body": cid});
@@ -359,7 +365,7 @@ impl Member {
                     }
                 }
             }
-            acked.fetch_add(1, Ordering::Relaxed);
+            acked.send_modify(|n| *n += 1);
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -431,7 +437,8 @@ where
         joined.push(member);
     }
     let total = Arc::new(AtomicU64::new(0));
-    let acked = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(watch::Sender::new(0u64));
+    let mut progress = acked.subscribe();
     let expected = members as u64 * per_member;
     let started = Instant::now();
     let tasks: Vec<_> = joined
@@ -442,21 +449,27 @@ where
             (user, tokio::spawn(m.run(per_member, total, acked)))
         })
         .collect();
-    let third = tokio::time::timeout(Duration::from_secs(30), async {
-        while acked.load(Ordering::Relaxed) < expected / 3 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(third.is_ok(), "a third of the sends took over 30 s");
-    mid_run().await;
-    tokio::time::timeout(Duration::from_secs(40), async {
-        while acked.load(Ordering::Relaxed) < expected {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
+    let third = tokio::time::timeout(
+        Duration::from_secs(30),
+        progress.wait_for(|n| *n >= expected / 3),
+    )
     .await
-    .expect("every send acknowledged within 40 s");
+    .map(|reached| reached.is_ok());
+    assert!(
+        matches!(third, Ok(true)),
+        "a third of the sends took over 30 s"
+    );
+    mid_run().await;
+    let all = tokio::time::timeout(
+        Duration::from_secs(40),
+        progress.wait_for(|n| *n >= expected),
+    )
+    .await
+    .map(|reached| reached.is_ok());
+    assert!(
+        matches!(all, Ok(true)),
+        "not every send acknowledged within 40 s"
+    );
     total.store(expected, Ordering::Relaxed);
     let mut views = Vec::new();
     for (user, task) in tasks {
@@ -695,5 +708,9 @@ async fn three_nodes_lose_nothing_when_redis_restarts() {
     summary["node_stats"] = json!(stats);
     println!("{summary}");
     assert_clean(&summary);
+    assert!(
+        repaired > 0,
+        "events were lost while Redis was down, yet nothing was repaired: {summary}"
+    );
     redis.lock().await.kill().await;
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -85,13 +85,15 @@ impl Conn {
     }
 }
 
-/// Drops every `every`-th message event it is asked to publish.
+/// Drops every `every`-th message event it is asked to publish (never, for `u64::MAX`),
+/// and keeps the set of topics subscribed.
 #[derive(Debug)]
 struct Lossy {
     inner: Arc<dyn Broker>,
     every: u64,
     seen: AtomicU64,
     dropped: AtomicU64,
+    topics: parking_lot::Mutex<HashSet<Topic>>,
 }
 
 #[async_trait]
@@ -112,9 +114,11 @@ impl Broker for Lossy {
         self.inner.publish(event).await
     }
     async fn subscribe(&self, topic: &Topic) -> chat_core::Result<()> {
+        self.topics.lock().insert(topic.clone());
         self.inner.subscribe(topic).await
     }
     async fn unsubscribe(&self, topic: &Topic) -> chat_core::Result<()> {
+        self.topics.lock().remove(topic);
         self.inner.unsubscribe(topic).await
     }
 }
@@ -137,19 +141,14 @@ fn cluster(nodes: usize, drop_every: Option<u64>) -> Cluster {
     let mut lossy = Vec::new();
     for i in 0..nodes {
         let local: Arc<dyn Broker> = Arc::new(bus.broker(NodeId::new(&format!("n{i}")).unwrap()));
-        let broker: Arc<dyn Broker> = match drop_every {
-            Some(every) => {
-                let l = Arc::new(Lossy {
-                    inner: local,
-                    every,
-                    seen: AtomicU64::new(0),
-                    dropped: AtomicU64::new(0),
-                });
-                lossy.push(l.clone());
-                l
-            }
-            None => local,
-        };
+        let broker = Arc::new(Lossy {
+            inner: local,
+            every: drop_every.unwrap_or(u64::MAX),
+            seen: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            topics: parking_lot::Mutex::default(),
+        });
+        lossy.push(broker.clone());
         engines.push(
             Engine::builder(
                 store.clone(),
@@ -236,6 +235,25 @@ async fn three_nodes_deliver_one_gapless_order_to_every_member() {
     eprintln!("{stats:?}");
     assert!(stats.published >= 9 * 30, "{stats:?}");
     assert!(stats.received > 0, "{stats:?}");
+
+    // Everyone gone: no hub and no subscription is left behind on any node.
+    let emptied = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let rooms: usize = cluster.engines.iter().map(|e| e.stats().rooms).sum();
+            let topics: usize = cluster.lossy.iter().map(|l| l.topics.lock().len()).sum();
+            if rooms == 0 && topics == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let left: Vec<_> = cluster
+        .lossy
+        .iter()
+        .map(|l| l.topics.lock().clone())
+        .collect();
+    assert!(emptied.is_ok(), "subscriptions left behind: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,6 +214,9 @@ impl Cluster {
             }
         });
 
+        if probe.is_zero() {
+            return;
+        }
         let mut stopped = self.stopped.clone();
         let weak: Weak<Inner> = Arc::downgrade(engine);
         let probe = probe.max(Duration::from_millis(10));
