@@ -372,3 +372,27 @@ async fn member_typing_receipt_and_presence_pushes_cross_nodes() {
     }
     assert_eq!(rooms["c"], 0, "{rooms:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_message_reaches_a_user_on_another_node() {
+    let cluster = cluster(2, None);
+    let mut alice = Conn::open(&cluster.engines[0]);
+    alice.hello("alice").await;
+    let mut bob = Conn::open(&cluster.engines[1]);
+    bob.hello("bob").await;
+    for k in 0..3 {
+        alice
+            .send(json!({"type":"send","id":10 + k,"to":"bob","cid":format!("d{k}"),"body":format!("psst {k}")}))
+            .await;
+        let reply = alice.frame_where(|v| v["id"] == 10 + k).await;
+        assert_eq!(reply["type"], "ok", "{reply}");
+    }
+    // Bob's node learns of the new room on his user topic, subscribes it, and delivers
+    // all three in order (the first may come from the store: it can precede the
+    // subscription).
+    for k in 0..3u64 {
+        let v = bob.frame_where(|v| v["type"] == "message").await;
+        assert_eq!(v["seq"], k + 1, "{v}");
+        assert_eq!(v["body"], format!("psst {k}"));
+    }
+}

@@ -25,9 +25,11 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Inner;
+use super::hub::Attach;
+use super::session::{Catchup, catch_up};
 use crate::broker::{Broker, BrokerEvent, EventKind, Topic};
 use crate::delivery::Cursors;
-use crate::id::{RoomId, UserId};
+use crate::id::{RoomId, Seq, UserId};
 use crate::protocol::{Encoded, MemberAction, ServerFrame};
 
 /// Events waiting for the publisher task; beyond, new ones are dropped (and repaired by
@@ -38,7 +40,8 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 
 /// A subscription change for the subscriber task.
 pub(crate) struct TopicCommand {
-    pub(crate) topic: Topic,
+    /// `None`: nothing to change, only `done` once every earlier command is applied.
+    pub(crate) topic: Option<Topic>,
     pub(crate) subscribe: bool,
     pub(crate) done: Option<oneshot::Sender<()>>,
 }
@@ -118,13 +121,25 @@ impl Cluster {
             }
             let (tx, rx) = oneshot::channel();
             let _ = self.topics.send(TopicCommand {
-                topic: Topic::User(user.clone()),
+                topic: Some(Topic::User(user.clone())),
                 subscribe: true,
                 done: Some(tx),
             });
             rx
         };
         let _ = tokio::time::timeout(SUBSCRIBE_WAIT, done).await;
+    }
+
+    /// Returns once every subscription change asked for so far took effect (or after a
+    /// short wait): after a new hub, its room's events reach this node.
+    pub(crate) async fn settle(&self) {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.topics.send(TopicCommand {
+            topic: None,
+            subscribe: false,
+            done: Some(tx),
+        });
+        let _ = tokio::time::timeout(SUBSCRIBE_WAIT, rx).await;
     }
 
     /// A connection of `user` went away: the last one unsubscribes the user's topic.
@@ -137,7 +152,7 @@ impl Cluster {
         if *count == 0 {
             users.remove(user);
             let _ = self.topics.send(TopicCommand {
-                topic: Topic::User(user.clone()),
+                topic: Some(Topic::User(user.clone())),
                 subscribe: false,
                 done: None,
             });
@@ -177,15 +192,21 @@ impl Cluster {
         let weak = Arc::downgrade(engine);
         tokio::spawn(async move {
             while let Some(command) = topics.recv().await {
+                let Some(topic) = &command.topic else {
+                    if let Some(done) = command.done {
+                        let _ = done.send(());
+                    }
+                    continue;
+                };
                 let result = if command.subscribe {
-                    broker.subscribe(&command.topic).await
+                    broker.subscribe(topic).await
                 } else {
-                    broker.unsubscribe(&command.topic).await
+                    broker.unsubscribe(topic).await
                 };
                 if let Err(e) = result {
-                    tracing::warn!(topic = %command.topic, error = %e, "broker subscription change failed");
+                    tracing::warn!(%topic, error = %e, "broker subscription change failed");
                 }
-                if let (true, Topic::Room(room)) = (command.subscribe, &command.topic) {
+                if let (true, Topic::Room(room)) = (command.subscribe, topic) {
                     if let Some(engine) = weak.upgrade() {
                         let room = room.clone();
                         tokio::spawn(async move { engine.probe(&room).await });
@@ -247,6 +268,43 @@ impl Inner {
         }
     }
 
+    /// Attaches the local connections of `user` (who joined `room` on another node when the
+    /// room was at `floor`) so that each receives every message after `floor`: buffered
+    /// while the ones it missed are replayed from the store, then live — like a resume.
+    async fn attach_from(self: &Arc<Self>, user: &UserId, room: &RoomId, floor: Seq) {
+        for conn in self.connections.connections_of(user) {
+            let attached = match self
+                .hubs
+                .attach(room, &conn, Attach::Buffered { floor })
+                .await
+            {
+                Ok(attached) => attached,
+                Err(crate::Error::Closed) => continue,
+                Err(e) => {
+                    tracing::warn!(%room, %user, error = %e, "remote join: attach failed");
+                    continue;
+                }
+            };
+            conn.rooms.lock().insert(room.clone());
+            if attached.new_hub {
+                if let Some(cluster) = &self.cluster {
+                    cluster.settle().await;
+                }
+            }
+            if !attached.created {
+                continue;
+            }
+            let catchup = Catchup {
+                replay: (floor < attached.at).then_some((floor, attached.at)),
+                hub: attached.hub,
+                generation: attached.generation,
+                room: room.clone(),
+            };
+            let engine = self.clone();
+            tokio::spawn(async move { catch_up(&engine, &conn, vec![catchup]).await });
+        }
+    }
+
     /// Sends an event to the other nodes, if there are any.
     pub(crate) fn publish(&self, topic: Topic, kind: EventKind, frame: &Encoded) {
         if let Some(cluster) = &self.cluster {
@@ -269,7 +327,7 @@ impl Inner {
                     hub.broadcast(&frame, |c| *c.user() != user);
                 }
             }
-            (Topic::User(target), EventKind::Member { user, action }) if target == user => {
+            (Topic::User(target), EventKind::Member { user, action, at }) if target == user => {
                 let Ok(ServerFrame::Member(push)) = ServerFrame::decode(frame.as_bytes()) else {
                     return;
                 };
@@ -277,8 +335,15 @@ impl Inner {
                 let _membership = self.membership_lock(&user).lock().await;
                 match action {
                     MemberAction::Join => {
-                        if let Err(e) = self.attach_user(&user, &room, None).await {
-                            tracing::warn!(%room, %user, error = %e, "remote join: attach failed");
+                        // Attached (and the room subscribed) first: whatever the devices
+                        // hear after the push, they hear from the whole room.
+                        match at {
+                            Some(floor) => self.attach_from(&user, &room, floor).await,
+                            None => {
+                                if let Err(e) = self.attach_user(&user, &room, None).await {
+                                    tracing::warn!(%room, %user, error = %e, "remote join: attach failed");
+                                }
+                            }
                         }
                         self.connections.send_to_user(&user, &frame, None);
                     }

@@ -53,6 +53,9 @@ pub(crate) struct Attached {
     pub(crate) generation: u64,
     /// Whether the member was added now (`false`: it was there already, as it was).
     pub(crate) created: bool,
+    /// Whether the hub itself was made by this attach (its room's topic is being
+    /// subscribed, with a broker).
+    pub(crate) new_hub: bool,
 }
 
 pub(crate) struct Hub {
@@ -229,6 +232,13 @@ impl Hub {
         }
     }
 
+    /// Every message up to here was handed to the members; `None` until the hub has read
+    /// its starting point.
+    pub(crate) fn position(&self) -> Option<Seq> {
+        let state = self.state.lock();
+        state.ready.then_some(state.delivered)
+    }
+
     /// Forgets the cursors last pushed for `user`: it left, and may come back at 0.
     pub(crate) fn forget_receipts(&self, user: &UserId) {
         self.state.lock().receipts.remove(user);
@@ -320,7 +330,7 @@ impl Hubs {
     fn room_topic(&self, room: &RoomId, subscribe: bool) {
         if let Some(topics) = &self.topics {
             let _ = topics.send(TopicCommand {
-                topic: Topic::Room(room.clone()),
+                topic: Some(Topic::Room(room.clone())),
                 subscribe,
                 done: None,
             });
@@ -365,17 +375,17 @@ impl Hubs {
     }
 
     /// The live hub of `room`, created if needed (replacing a detached one).
-    fn get_or_create(&self, room: &RoomId) -> Arc<Hub> {
+    fn get_or_create(&self, room: &RoomId) -> (Arc<Hub>, bool) {
         let mut shard = self.shard(room).lock();
         if let Some(hub) = shard.get(room) {
             if !hub.state.lock().detached {
-                return hub.clone();
+                return (hub.clone(), false);
             }
         }
         let hub = Arc::new(Hub::new(room.clone()));
         shard.insert(room.clone(), hub.clone());
         self.room_topic(room, true);
-        hub
+        (hub, true)
     }
 
     /// Drops `hub` from the map if it has no members and no repair running.
@@ -404,8 +414,10 @@ impl Hubs {
         conn: &Arc<LocalConnection>,
         how: Attach,
     ) -> Result<Attached> {
+        let mut new_hub = false;
         loop {
-            let hub = self.get_or_create(room);
+            let (hub, made) = self.get_or_create(room);
+            new_hub |= made;
             if !hub.state.lock().ready {
                 let latest = match self.store.room(room).await {
                     Ok(info) => info.map_or(Seq::ZERO, |info| info.latest),
@@ -434,6 +446,7 @@ impl Hubs {
                     at,
                     generation,
                     created: false,
+                    new_hub,
                 });
             }
             let (floor, buffer) = match how {
@@ -457,6 +470,7 @@ impl Hubs {
                 at,
                 generation,
                 created: true,
+                new_hub,
             });
         }
     }

@@ -470,6 +470,12 @@ impl Inner {
     async fn attach(&self, conn: &Arc<LocalConnection>, room: &RoomId) -> Result<Seq> {
         let attached = self.hubs.attach(room, conn, Attach::Live).await?;
         conn.rooms.lock().insert(room.clone());
+        if attached.new_hub {
+            if let Some(cluster) = &self.cluster {
+                // The reply to a join promises the room's pushes from other nodes too.
+                cluster.settle().await;
+            }
+        }
         Ok(attached.at)
     }
 
@@ -501,7 +507,8 @@ impl Inner {
     }
 
     /// Pushes a `member` frame to every local connection of the room's members.
-    fn push_member(&self, room: &RoomId, user: &UserId, action: MemberAction) {
+    /// `at`: for a join, the room's position then (see [`EventKind::Member`]).
+    fn push_member(&self, room: &RoomId, user: &UserId, action: MemberAction, at: Option<Seq>) {
         if let Some(hub) = self.hubs.get(room) {
             let frame = ServerFrame::Member(MemberPush {
                 room: room.clone(),
@@ -521,6 +528,7 @@ impl Inner {
             let kind = EventKind::Member {
                 user: user.clone(),
                 action,
+                at,
             };
             self.publish(Topic::Room(room.clone()), kind.clone(), &frame);
             self.publish(Topic::User(user.clone()), kind, &frame);
@@ -542,7 +550,21 @@ impl Inner {
         }
         match self.attach_user(user, room, me).await {
             Ok(at) => {
-                self.push_member(room, user, MemberAction::Join);
+                // Where the user's devices on other nodes start: where the ones here did.
+                let joined_at = match &self.cluster {
+                    None => None,
+                    Some(_) => match self.hubs.get(room).and_then(|hub| hub.position()) {
+                        Some(position) => Some(position),
+                        None => self
+                            .store
+                            .room(room)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|info| info.latest),
+                    },
+                };
+                self.push_member(room, user, MemberAction::Join, joined_at);
                 Ok((true, at))
             }
             Err(e) => {

@@ -58,13 +58,13 @@ async fn wait_for<S: Stream<Item = Part> + Unpin>(parts: &mut S, wanted: Part) {
 }
 
 /// A room to bring up to date after `hello`.
-struct Catchup {
-    hub: Arc<Hub>,
-    room: RoomId,
+pub(super) struct Catchup {
+    pub(super) hub: Arc<Hub>,
+    pub(super) room: RoomId,
     /// The membership in the hub this catch-up belongs to.
-    generation: u64,
+    pub(super) generation: u64,
     /// Replay the store's messages in `(from, to]` first.
-    replay: Option<(Seq, Seq)>,
+    pub(super) replay: Option<(Seq, Seq)>,
 }
 
 /// Ends a session however `serve` ends: normally through [`SessionGuard::end`], or — if the
@@ -330,6 +330,7 @@ where
             .collect();
         let mut states = Vec::with_capacity(rooms.len());
         let mut catchups = Vec::with_capacity(rooms.len());
+        let mut new_hubs = false;
         for info in rooms {
             let resume_from = resume
                 .get(&info.room)
@@ -341,6 +342,7 @@ where
                 .attach(&info.room, &conn, Attach::Buffered { floor })
                 .await?;
             conn.rooms.lock().insert(info.room.clone());
+            new_hubs |= attached.new_hub;
             let cursors = cursors.get(&info.room).copied().unwrap_or_default();
             states.push(RoomState {
                 room: info.room.clone(),
@@ -359,6 +361,10 @@ where
                     room: info.room,
                 });
             }
+        }
+        if let (true, Some(cluster)) = (new_hubs, &engine.cluster) {
+            // Rooms new to this node: their topics are subscribed before the reply.
+            cluster.settle().await;
         }
         Ok::<_, Error>((states, catchups))
     };
@@ -444,7 +450,7 @@ async fn disconnect(engine: &Inner, conn: &LocalConnection) {
 /// Brings each room of a new session live: rooms with nothing to replay first (so a long
 /// replay elsewhere does not hold them buffered), then each resumed room's replay from the
 /// store, the live messages buffered meanwhile, and the switch to live.
-async fn catch_up(engine: &Inner, conn: &LocalConnection, catchups: Vec<Catchup>) {
+pub(super) async fn catch_up(engine: &Inner, conn: &LocalConnection, catchups: Vec<Catchup>) {
     let (plain, resumed): (Vec<_>, Vec<_>) = catchups.into_iter().partition(|c| c.replay.is_none());
     for catchup in plain.iter().chain(&resumed) {
         if let Some((from, to)) = catchup.replay {
@@ -854,7 +860,8 @@ impl Session<'_> {
         let user = self.user();
         let _membership = self.engine.membership_lock(user).lock().await;
         if self.engine.store.remove_member(&room, user).await? {
-            self.engine.push_member(&room, user, MemberAction::Leave);
+            self.engine
+                .push_member(&room, user, MemberAction::Leave, None);
             if let Some(hub) = self.engine.hubs.get(&room) {
                 hub.forget_receipts(user);
             }
