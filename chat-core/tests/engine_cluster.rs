@@ -126,6 +126,7 @@ impl Broker for Lossy {
 struct Cluster {
     engines: Vec<Engine>,
     lossy: Vec<Arc<Lossy>>,
+    bus: LocalBus,
 }
 
 /// `nodes` engines on one store, one presence tracker and one bus; with `drop_every`, each
@@ -137,6 +138,7 @@ fn cluster(nodes: usize, drop_every: Option<u64>) -> Cluster {
     let mut config = EngineConfig::default();
     config.gap_wait = Duration::from_millis(50);
     config.broker_probe = Duration::from_millis(200);
+    config.typing_timeout = Duration::from_millis(500);
     let mut engines = Vec::new();
     let mut lossy = Vec::new();
     for i in 0..nodes {
@@ -161,7 +163,11 @@ fn cluster(nodes: usize, drop_every: Option<u64>) -> Cluster {
             .build(),
         );
     }
-    Cluster { engines, lossy }
+    Cluster {
+        engines,
+        lossy,
+        bus,
+    }
 }
 
 /// Members of one room spread over the nodes, every member sending concurrently; returns
@@ -395,4 +401,45 @@ async fn a_direct_message_reaches_a_user_on_another_node() {
         assert_eq!(v["seq"], k + 1, "{v}");
         assert_eq!(v["body"], format!("psst {k}"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_from_a_node_that_died_stops_anyway() {
+    let cluster = cluster(1, None);
+    let mut alice = Conn::open(&cluster.engines[0]);
+    alice.hello("alice").await;
+    alice.join("r").await;
+    // A node with no engine behind it (it died) says Bob is typing, and never more.
+    let dead = cluster.bus.broker(NodeId::new("dead").unwrap());
+    let frame = chat_core::protocol::ServerFrame::Typing(chat_core::protocol::TypingPush {
+        room: chat_core::RoomId::new("r").unwrap(),
+        user: chat_core::UserId::new("bob").unwrap(),
+        active: true,
+    })
+    .encode();
+    dead.publish(BrokerEvent {
+        origin: NodeId::new("dead").unwrap(),
+        topic: Topic::Room(chat_core::RoomId::new("r").unwrap()),
+        kind: EventKind::Typing,
+        frame,
+    })
+    .await
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    let v = alice.frame_where(|v| v["type"] == "typing").await;
+    assert_eq!(
+        (v["user"].as_str(), v["active"].as_bool()),
+        (Some("bob"), Some(true))
+    );
+    let v = alice.frame_where(|v| v["type"] == "typing").await;
+    assert_eq!(
+        (v["user"].as_str(), v["active"].as_bool()),
+        (Some("bob"), Some(false))
+    );
+    // typing_timeout (500 ms) plus a second's grace for the typer's own node.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_400),
+        "{:?}",
+        started.elapsed()
+    );
 }

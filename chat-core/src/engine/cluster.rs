@@ -24,9 +24,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::Inner;
 use super::hub::Attach;
 use super::session::{Catchup, catch_up};
+use super::{Inner, TypingKey};
 use crate::broker::{Broker, BrokerEvent, EventKind, Topic};
 use crate::delivery::Cursors;
 use crate::id::{RoomId, Seq, UserId};
@@ -305,6 +305,55 @@ impl Inner {
         }
     }
 
+    /// Keeps a remote typer's deadline: the typer's node pushes `active: false` after
+    /// `typing_timeout`; if it dies first, this node does it a second later.
+    fn remote_typing(self: &Arc<Self>, room: RoomId, user: UserId, active: bool) {
+        let key: TypingKey = (room, user);
+        if !active {
+            self.remote_typing.lock().remove(&key);
+            return;
+        }
+        let deadline =
+            tokio::time::Instant::now() + self.config.typing_timeout + Duration::from_secs(1);
+        if self
+            .remote_typing
+            .lock()
+            .insert(key.clone(), deadline)
+            .is_some()
+        {
+            return;
+        }
+        let engine = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut deadline = deadline;
+            loop {
+                tokio::time::sleep_until(deadline).await;
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                let mut typing = engine.remote_typing.lock();
+                match typing.get(&key) {
+                    None => return,
+                    Some(later) if *later > deadline => deadline = *later,
+                    Some(_) => {
+                        typing.remove(&key);
+                        drop(typing);
+                        if let Some(hub) = engine.hubs.get(&key.0) {
+                            let frame = ServerFrame::Typing(crate::protocol::TypingPush {
+                                room: key.0.clone(),
+                                user: key.1.clone(),
+                                active: false,
+                            })
+                            .encode();
+                            hub.broadcast(&frame, |c| *c.user() != key.1);
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
     /// Sends an event to the other nodes, if there are any.
     pub(crate) fn publish(&self, topic: Topic, kind: EventKind, frame: &Encoded) {
         if let Some(cluster) = &self.cluster {
@@ -381,6 +430,7 @@ impl Inner {
                 if let Some(hub) = self.hubs.get(&room) {
                     hub.broadcast(&frame, |c| *c.user() != push.user);
                 }
+                self.remote_typing(room, push.user, push.active);
             }
             (Topic::User(user), EventKind::Presence) => {
                 self.connections.send_to_user(&user, &frame, None);

@@ -234,6 +234,7 @@ impl EngineBuilder {
             lock_hasher: RandomState::new(),
             presence_tx,
             typing: Mutex::default(),
+            remote_typing: Mutex::default(),
             next_connection: AtomicU64::new(1),
             admitted: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
@@ -376,7 +377,7 @@ pub struct EngineStats {
     pub received: u64,
 }
 
-type TypingKey = (RoomId, UserId);
+pub(crate) type TypingKey = (RoomId, UserId);
 
 /// Stripes of the membership lock.
 const MEMBERSHIP_LOCKS: usize = 256;
@@ -402,6 +403,9 @@ struct Inner {
     presence_tx: mpsc::UnboundedSender<PresenceInfo>,
     /// (room, user) → when their `typing` expires.
     typing: Mutex<HashMap<TypingKey, tokio::time::Instant>>,
+    /// (room, user) typing on another node → when this node pushes `active: false` itself
+    /// if that node never does (it died).
+    remote_typing: Mutex<HashMap<TypingKey, tokio::time::Instant>>,
     next_connection: AtomicU64,
     admitted: AtomicUsize,
     shutting_down: AtomicBool,
