@@ -926,7 +926,7 @@ impl Session<'_> {
         let Appended { message, dup } = self.engine.store.append(message).await?;
         let (seq, ts) = (message.seq, message.ts);
         let frame = ServerFrame::Message(message).encode();
-        if !dup {
+        if !dup && self.engine.cluster.is_some() {
             // Other nodes: ordering is restored by the receivers' hubs.
             let topic = Topic::Room(room_id.clone());
             self.engine
