@@ -520,14 +520,17 @@ impl Inner {
         let Some(tx) = events.as_ref() else {
             return;
         };
-        match tx.try_send(event) {
-            Ok(()) => {
+        // Counted before it is handed on, so that a consumer who has read an event never
+        // sees a count without it.
+        match tx.try_reserve() {
+            Ok(permit) => {
                 self.received.fetch_add(1, Ordering::Relaxed);
+                permit.send(event);
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(mpsc::error::TrySendError::Full(())) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(())) => {}
         }
     }
 }

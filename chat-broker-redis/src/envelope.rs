@@ -124,6 +124,7 @@ mod tests {
                 EventKind::Member {
                     user: UserId::new("bob").unwrap(),
                     action: MemberAction::Join,
+                    at: Some(Seq::new(7).unwrap()),
                 },
             ),
             // Relayed: the origin is not the publisher.

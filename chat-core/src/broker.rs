@@ -50,6 +50,11 @@ pub enum EventKind {
         user: UserId,
         /// Joined or left.
         action: MemberAction,
+        /// For a join: the room's position when it happened. The user's connections on
+        /// other nodes receive the messages after it (read from the store if they were
+        /// sent before those nodes heard of the join). `None`: from when they hear of it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<Seq>,
     },
     /// A receipt push.
     Receipt,
@@ -384,6 +389,7 @@ mod tests {
                 EventKind::Member {
                     user: UserId::new("u").unwrap(),
                     action: MemberAction::Leave,
+                    at: None,
                 },
             ),
             event(Topic::User(UserId::new("u").unwrap()), EventKind::Presence),

@@ -60,7 +60,7 @@ pub use auth::{Authenticator, Authorizer};
 pub use broker::Broker;
 pub use connection::{ConnectionManager, LocalConnection};
 pub use delivery::DeliveryTracker;
-pub use engine::{Engine, EngineBuilder, EngineConfig};
+pub use engine::{Engine, EngineBuilder, EngineConfig, EngineStats};
 pub use error::{Error, Result};
 pub use id::{
     ClientMsgId, ConnectionId, Epoch, InvalidId, NodeId, RequestId, RoomId, Seq, SessionId, UserId,

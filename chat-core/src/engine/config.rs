@@ -62,6 +62,13 @@ pub struct EngineConfig {
     /// How long a room waits for a missing `seq` before reading it from the store
     /// (default 200 ms).
     pub gap_wait: Duration,
+    /// With a broker: how often each room with a local member compares its position with
+    /// the store's latest seq (default 2 s), so that a message whose broker event was lost
+    /// arrives even when no later message reveals the gap. The rooms are read one at a
+    /// time, so a node never has more than one such read in flight (with many rooms a
+    /// round simply takes longer). `Duration::ZERO` turns it off: a lost event is then
+    /// repaired when a later message of the room reveals the gap.
+    pub broker_probe: Duration,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +93,7 @@ impl Default for EngineConfig {
             replay_page: 256,
             max_connections: 100_000,
             gap_wait: Duration::from_millis(200),
+            broker_probe: Duration::from_secs(2),
         }
     }
 }

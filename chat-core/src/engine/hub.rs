@@ -11,9 +11,14 @@ use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::cluster::TopicCommand;
+use crate::broker::Topic;
 
 use crate::connection::LocalConnection;
 use crate::delivery::Cursors;
@@ -48,6 +53,9 @@ pub(crate) struct Attached {
     pub(crate) generation: u64,
     /// Whether the member was added now (`false`: it was there already, as it was).
     pub(crate) created: bool,
+    /// Whether the hub itself was made by this attach (its room's topic is being
+    /// subscribed, with a broker).
+    pub(crate) new_hub: bool,
 }
 
 pub(crate) struct Hub {
@@ -197,7 +205,7 @@ impl Hub {
         &self,
         user: &UserId,
         cursors: Cursors,
-        except: ConnectionId,
+        except: Option<ConnectionId>,
         everyone: bool,
     ) {
         let mut state = self.state.lock();
@@ -218,10 +226,17 @@ impl Hub {
         })
         .encode();
         for member in state.members.values() {
-            if member.conn.id() != except && (everyone || member.conn.user() == user) {
+            if Some(member.conn.id()) != except && (everyone || member.conn.user() == user) {
                 member.conn.send(&frame);
             }
         }
+    }
+
+    /// Every message up to here was handed to the members; `None` until the hub has read
+    /// its starting point.
+    pub(crate) fn position(&self) -> Option<Seq> {
+        let state = self.state.lock();
+        state.ready.then_some(state.delivered)
     }
 
     /// Forgets the cursors last pushed for `user`: it left, and may come back at 0.
@@ -271,6 +286,12 @@ pub(crate) struct Hubs {
     hasher: RandomState,
     store: Arc<dyn MessageStore>,
     settings: HubSettings,
+    /// Room subscriptions for the broker, when there is one: a room's topic is subscribed
+    /// while its hub is in the map.
+    topics: Option<mpsc::UnboundedSender<TopicCommand>>,
+    /// Store reads of gap repairs, and the messages they delivered.
+    repair_reads: AtomicU64,
+    repaired: AtomicU64,
 }
 
 impl std::fmt::Debug for Hubs {
@@ -280,12 +301,62 @@ impl std::fmt::Debug for Hubs {
 }
 
 impl Hubs {
-    pub(crate) fn new(store: Arc<dyn MessageStore>, settings: HubSettings) -> Hubs {
+    pub(crate) fn new(
+        store: Arc<dyn MessageStore>,
+        settings: HubSettings,
+        topics: Option<mpsc::UnboundedSender<TopicCommand>>,
+    ) -> Hubs {
         Hubs {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             store,
             settings,
+            topics,
+            repair_reads: AtomicU64::new(0),
+            repaired: AtomicU64::new(0),
+        }
+    }
+
+    /// (store reads by gap repairs, messages those reads delivered).
+    pub(crate) fn repairs(&self) -> (u64, u64) {
+        (
+            self.repair_reads.load(Ordering::Relaxed),
+            self.repaired.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Tells the broker task to (un)subscribe a room; called under the room's shard lock,
+    /// so that commands follow the map's changes in order.
+    fn room_topic(&self, room: &RoomId, subscribe: bool) {
+        if let Some(topics) = &self.topics {
+            let _ = topics.send(TopicCommand {
+                topic: Some(Topic::Room(room.clone())),
+                subscribe,
+                done: None,
+            });
+        }
+    }
+
+    /// The rooms with a hub on this node.
+    pub(crate) fn rooms(&self) -> Vec<RoomId> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.lock().keys().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// The store's latest seq of `room` is `latest`: a hub behind it repairs from the store
+    /// (after `gap_wait`, in case the messages are on their way).
+    pub(crate) fn note_latest(self: &Arc<Self>, room: &RoomId, latest: Seq) {
+        let Some(hub) = self.get(room) else {
+            return;
+        };
+        let mut state = hub.state.lock();
+        state.known = state.known.max(latest);
+        let repair = state.has_gap() && !std::mem::replace(&mut state.repairing, true);
+        drop(state);
+        if repair {
+            self.spawn_repair(hub);
         }
     }
 
@@ -304,16 +375,17 @@ impl Hubs {
     }
 
     /// The live hub of `room`, created if needed (replacing a detached one).
-    fn get_or_create(&self, room: &RoomId) -> Arc<Hub> {
+    fn get_or_create(&self, room: &RoomId) -> (Arc<Hub>, bool) {
         let mut shard = self.shard(room).lock();
         if let Some(hub) = shard.get(room) {
             if !hub.state.lock().detached {
-                return hub.clone();
+                return (hub.clone(), false);
             }
         }
         let hub = Arc::new(Hub::new(room.clone()));
         shard.insert(room.clone(), hub.clone());
-        hub
+        self.room_topic(room, true);
+        (hub, true)
     }
 
     /// Drops `hub` from the map if it has no members and no repair running.
@@ -328,6 +400,7 @@ impl Hubs {
         let mut shard = self.shard(&hub.room).lock();
         if shard.get(&hub.room).is_some_and(|h| Arc::ptr_eq(h, hub)) {
             shard.remove(&hub.room);
+            self.room_topic(&hub.room, false);
         }
     }
 
@@ -341,8 +414,10 @@ impl Hubs {
         conn: &Arc<LocalConnection>,
         how: Attach,
     ) -> Result<Attached> {
+        let mut new_hub = false;
         loop {
-            let hub = self.get_or_create(room);
+            let (hub, made) = self.get_or_create(room);
+            new_hub |= made;
             if !hub.state.lock().ready {
                 let latest = match self.store.room(room).await {
                     Ok(info) => info.map_or(Seq::ZERO, |info| info.latest),
@@ -371,6 +446,7 @@ impl Hubs {
                     at,
                     generation,
                     created: false,
+                    new_hub,
                 });
             }
             let (floor, buffer) = match how {
@@ -394,6 +470,7 @@ impl Hubs {
                 at,
                 generation,
                 created: true,
+                new_hub,
             });
         }
     }
@@ -468,10 +545,15 @@ impl Hubs {
                     // The store is unreachable: try again after the next wait.
                     continue;
                 };
+                hubs.repair_reads.fetch_add(1, Ordering::Relaxed);
                 for message in page.messages {
                     let seq = message.seq;
                     let frame = ServerFrame::Message(message).encode();
-                    hub.state.lock().accept(seq, frame, settings.buffer_cap);
+                    let mut state = hub.state.lock();
+                    if seq > state.delivered && !state.pending.contains_key(&seq) {
+                        hubs.repaired.fetch_add(1, Ordering::Relaxed);
+                    }
+                    state.accept(seq, frame, settings.buffer_cap);
                 }
             }
         });
@@ -548,9 +630,9 @@ mod tests {
         let hub = hub_with(&[&alice_a, &alice_b, &bob]);
         let alice = UserId::new("alice").unwrap();
         // Two devices' advances finish in the wrong order: (5,3) first, then (4,2).
-        hub.push_receipt(&alice, cursors(5, 3), ConnectionId(2), true);
-        hub.push_receipt(&alice, cursors(4, 2), ConnectionId(1), true);
-        hub.push_receipt(&alice, cursors(4, 5), ConnectionId(1), true);
+        hub.push_receipt(&alice, cursors(5, 3), Some(ConnectionId(2)), true);
+        hub.push_receipt(&alice, cursors(4, 2), Some(ConnectionId(1)), true);
+        hub.push_receipt(&alice, cursors(4, 5), Some(ConnectionId(1)), true);
         assert_eq!(
             receipts(&bob).await,
             [(5, 3), (5, 5)],
@@ -570,7 +652,7 @@ mod tests {
         hub.push_receipt(
             &UserId::new("alice").unwrap(),
             cursors(2, 1),
-            ConnectionId(1),
+            Some(ConnectionId(1)),
             false,
         );
         assert_eq!(receipts(&alice_b).await, [(2, 1)]);

@@ -16,6 +16,7 @@
 //! append is cancelled half-way is covered by the retry (same `cid`) and the hub's gap
 //! repair.
 
+mod cluster;
 mod config;
 mod hub;
 mod parts;
@@ -34,9 +35,11 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use self::cluster::Cluster;
 pub use self::config::EngineConfig;
 use self::hub::{Attach, HubSettings, Hubs};
 use crate::auth::{Authenticator, Authorizer, DefaultAuthorizer};
+use crate::broker::{Broker, EventKind, Topic};
 use crate::connection::{ConnectionManager, LocalConnection, LocalConnections};
 use crate::delivery::DeliveryTracker;
 use crate::error::{Error, Result};
@@ -112,8 +115,9 @@ pub struct EngineBuilder {
     authorizer: Arc<dyn Authorizer>,
     connections: Arc<dyn ConnectionManager>,
     config: EngineConfig,
-    node: NodeId,
+    node: Option<NodeId>,
     clock: Clock,
+    broker: Option<Arc<dyn Broker>>,
 }
 
 impl EngineBuilder {
@@ -132,8 +136,9 @@ impl EngineBuilder {
             authorizer: Arc::new(DefaultAuthorizer),
             connections: Arc::new(LocalConnections::new()),
             config: EngineConfig::default(),
-            node: NodeId::random(),
+            node: None,
             clock: Clock::system(),
+            broker: None,
         }
     }
 
@@ -155,9 +160,23 @@ impl EngineBuilder {
         self
     }
 
-    /// This node's id (default: random).
+    /// This node's id (default: the broker's node, else random).
     pub fn node(mut self, node: NodeId) -> Self {
-        self.node = node;
+        self.node = Some(node);
+        self
+    }
+
+    /// Joins other nodes through `broker` (default: none — a single node, with nothing
+    /// spawned or published for the broker).
+    ///
+    /// With a broker, the engine publishes each newly stored message to the room's topic,
+    /// member changes, receipts, typing and presence pushes; subscribes a room's topic while
+    /// the room has a local member and a user's topic while the user has a local
+    /// connection; and delivers what other nodes publish in `seq` order, reading what the
+    /// broker lost from the store (see [`Engine::stats`]). All nodes must share the store
+    /// and the presence tracker.
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
         self
     }
 
@@ -172,17 +191,34 @@ impl EngineBuilder {
     pub fn build(self) -> Engine {
         let mut config = self.config;
         config.history_cap = config.history_cap.max(500);
+        let node = match (self.node, &self.broker) {
+            (Some(node), Some(broker)) if node != *broker.node() => {
+                tracing::warn!(engine = %node, broker = %broker.node(), "the engine and its broker name different nodes");
+                node
+            }
+            (Some(node), _) => node,
+            (None, Some(broker)) => broker.node().clone(),
+            (None, None) => NodeId::random(),
+        };
+        let (cluster, cluster_tasks) = match self.broker {
+            Some(broker) => {
+                let (cluster, tasks) = Cluster::new(broker);
+                (Some(cluster), Some(tasks))
+            }
+            None => (None, None),
+        };
         let hubs = Arc::new(Hubs::new(
             self.store.clone(),
             HubSettings {
                 gap_wait: config.gap_wait,
                 buffer_cap: config.catchup_buffer,
             },
+            cluster.as_ref().map(Cluster::topic_sender),
         ));
         let (presence_tx, presence_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             config,
-            node: self.node,
+            node,
             clock: self.clock,
             store: self.store,
             delivery: self.delivery,
@@ -191,12 +227,14 @@ impl EngineBuilder {
             authorizer: self.authorizer,
             connections: self.connections,
             hubs,
+            cluster,
             membership_locks: (0..MEMBERSHIP_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             lock_hasher: RandomState::new(),
             presence_tx,
             typing: Mutex::default(),
+            remote_typing: Mutex::default(),
             next_connection: AtomicU64::new(1),
             admitted: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
@@ -208,6 +246,9 @@ impl EngineBuilder {
             inner.lease_stop.clone(),
         ));
         tokio::spawn(Inner::announce_loop(Arc::downgrade(&inner), presence_rx));
+        if let (Some(cluster), Some(tasks)) = (&inner.cluster, cluster_tasks) {
+            cluster.start(&inner, tasks, inner.config.broker_probe);
+        }
         Engine { inner }
     }
 }
@@ -293,13 +334,50 @@ impl Engine {
         self.inner.lease_stop.notify_one();
     }
 
+    /// Counters of this node's ordering and broker traffic.
+    pub fn stats(&self) -> EngineStats {
+        let (repair_reads, repaired) = self.inner.hubs.repairs();
+        let (published, publish_failed, received) = self
+            .inner
+            .cluster
+            .as_ref()
+            .map_or((0, 0, 0), Cluster::stats);
+        EngineStats {
+            rooms: self.inner.hubs.len(),
+            repair_reads,
+            repaired,
+            published,
+            publish_failed,
+            received,
+        }
+    }
+
     /// Whether [`shutdown`](Self::shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::Acquire)
     }
 }
 
-type TypingKey = (RoomId, UserId);
+/// Counters from [`Engine::stats`], since the engine was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// Rooms with a hub (a local member connection) on this node now.
+    pub rooms: usize,
+    /// Gap repairs: store reads of messages that did not arrive in time (a lost or late
+    /// broker event, a cancelled append).
+    pub repair_reads: u64,
+    /// Messages those repairs delivered.
+    pub repaired: u64,
+    /// Events published to the broker.
+    pub published: u64,
+    /// Events not published: the queue was full or the broker failed (receivers repair).
+    pub publish_failed: u64,
+    /// Events received from other nodes.
+    pub received: u64,
+}
+
+pub(crate) type TypingKey = (RoomId, UserId);
 
 /// Stripes of the membership lock.
 const MEMBERSHIP_LOCKS: usize = 256;
@@ -316,6 +394,8 @@ struct Inner {
     authorizer: Arc<dyn Authorizer>,
     connections: Arc<dyn ConnectionManager>,
     hubs: Arc<Hubs>,
+    /// The broker side, when there are other nodes.
+    cluster: Option<Cluster>,
     /// Membership changes per user, striped (see [`Inner::membership_lock`]).
     membership_locks: Box<[tokio::sync::Mutex<()>]>,
     lock_hasher: RandomState,
@@ -323,6 +403,9 @@ struct Inner {
     presence_tx: mpsc::UnboundedSender<PresenceInfo>,
     /// (room, user) → when their `typing` expires.
     typing: Mutex<HashMap<TypingKey, tokio::time::Instant>>,
+    /// (room, user) typing on another node → when this node pushes `active: false` itself
+    /// if that node never does (it died).
+    remote_typing: Mutex<HashMap<TypingKey, tokio::time::Instant>>,
     next_connection: AtomicU64,
     admitted: AtomicUsize,
     shutting_down: AtomicBool,
@@ -391,6 +474,12 @@ impl Inner {
     async fn attach(&self, conn: &Arc<LocalConnection>, room: &RoomId) -> Result<Seq> {
         let attached = self.hubs.attach(room, conn, Attach::Live).await?;
         conn.rooms.lock().insert(room.clone());
+        if attached.new_hub {
+            if let Some(cluster) = &self.cluster {
+                // The reply to a join promises the room's pushes from other nodes too.
+                cluster.settle().await;
+            }
+        }
         Ok(attached.at)
     }
 
@@ -422,7 +511,8 @@ impl Inner {
     }
 
     /// Pushes a `member` frame to every local connection of the room's members.
-    fn push_member(&self, room: &RoomId, user: &UserId, action: MemberAction) {
+    /// `at`: for a join, the room's position then (see [`EventKind::Member`]).
+    fn push_member(&self, room: &RoomId, user: &UserId, action: MemberAction, at: Option<Seq>) {
         if let Some(hub) = self.hubs.get(room) {
             let frame = ServerFrame::Member(MemberPush {
                 room: room.clone(),
@@ -431,6 +521,21 @@ impl Inner {
             })
             .encode();
             hub.broadcast(&frame, |_| true);
+        }
+        if self.cluster.is_some() {
+            let frame = ServerFrame::Member(MemberPush {
+                room: room.clone(),
+                user: user.clone(),
+                action,
+            })
+            .encode();
+            let kind = EventKind::Member {
+                user: user.clone(),
+                action,
+                at,
+            };
+            self.publish(Topic::Room(room.clone()), kind.clone(), &frame);
+            self.publish(Topic::User(user.clone()), kind, &frame);
         }
     }
 
@@ -449,7 +554,21 @@ impl Inner {
         }
         match self.attach_user(user, room, me).await {
             Ok(at) => {
-                self.push_member(room, user, MemberAction::Join);
+                // Where the user's devices on other nodes start: where the ones here did.
+                let joined_at = match &self.cluster {
+                    None => None,
+                    Some(_) => match self.hubs.get(room).and_then(|hub| hub.position()) {
+                        Some(position) => Some(position),
+                        None => self
+                            .store
+                            .room(room)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|info| info.latest),
+                    },
+                };
+                self.push_member(room, user, MemberAction::Join, joined_at);
                 Ok((true, at))
             }
             Err(e) => {
@@ -505,6 +624,7 @@ impl Inner {
             let frame = ServerFrame::Presence(info).encode();
             for user in recipients {
                 engine.connections.send_to_user(&user, &frame, None);
+                engine.publish(Topic::User(user), EventKind::Presence, &frame);
             }
         }
     }
@@ -526,15 +646,20 @@ impl Inner {
     }
 
     fn push_typing(&self, room: &RoomId, user: &UserId, active: bool) {
-        if let Some(hub) = self.hubs.get(room) {
-            let frame = ServerFrame::Typing(TypingPush {
-                room: room.clone(),
-                user: user.clone(),
-                active,
-            })
-            .encode();
+        let hub = self.hubs.get(room);
+        if hub.is_none() && self.cluster.is_none() {
+            return;
+        }
+        let frame = ServerFrame::Typing(TypingPush {
+            room: room.clone(),
+            user: user.clone(),
+            active,
+        })
+        .encode();
+        if let Some(hub) = hub {
             hub.broadcast(&frame, |c| c.user() != user);
         }
+        self.publish(Topic::Room(room.clone()), EventKind::Typing, &frame);
     }
 
     /// Forwards a `typing` frame; after `typing_timeout` without a new `active: true`, the

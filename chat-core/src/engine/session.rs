@@ -13,6 +13,7 @@ use super::parts::Parts;
 use super::rate::TokenBucket;
 use super::{Admission, Inbound, Inner, Peer};
 use crate::auth::Action;
+use crate::broker::{EventKind, Topic};
 use crate::connection::LocalConnection;
 use crate::delivery::CursorUpdate;
 use crate::error::{Error, Result};
@@ -22,8 +23,8 @@ use crate::outbox::{Outbound, Outbox, OutboxLimits};
 use crate::presence::PresenceChange;
 use crate::protocol::{
     ClientFrame, CloseCode, Encoded, ErrorCode, HelloReply, HistoryQuery, HistoryReply,
-    MemberAction, MemberInfo, MembersReply, PresenceInfo, PresenceReply, PresenceStatus, ReplyBody,
-    Request, RoomState, SendReply, SendTarget, ServerFrame,
+    MemberAction, MemberInfo, MembersReply, PresenceInfo, PresenceReply, PresenceStatus,
+    ReceiptPush, ReplyBody, Request, RoomState, SendReply, SendTarget, ServerFrame,
 };
 use crate::store::Appended;
 
@@ -57,13 +58,13 @@ async fn wait_for<S: Stream<Item = Part> + Unpin>(parts: &mut S, wanted: Part) {
 }
 
 /// A room to bring up to date after `hello`.
-struct Catchup {
-    hub: Arc<Hub>,
-    room: RoomId,
+pub(super) struct Catchup {
+    pub(super) hub: Arc<Hub>,
+    pub(super) room: RoomId,
     /// The membership in the hub this catch-up belongs to.
-    generation: u64,
+    pub(super) generation: u64,
     /// Replay the store's messages in `(from, to]` first.
-    replay: Option<(Seq, Seq)>,
+    pub(super) replay: Option<(Seq, Seq)>,
 }
 
 /// Ends a session however `serve` ends: normally through [`SessionGuard::end`], or — if the
@@ -312,6 +313,10 @@ where
         conn: conn.clone(),
         armed: true,
     };
+    if let Some(cluster) = &engine.cluster {
+        // Subscribed before the rooms are read: no membership change elsewhere is missed.
+        cluster.user_connected(conn.user()).await;
+    }
 
     let setup = async {
         let user = conn.user();
@@ -325,6 +330,7 @@ where
             .collect();
         let mut states = Vec::with_capacity(rooms.len());
         let mut catchups = Vec::with_capacity(rooms.len());
+        let mut new_hubs = false;
         for info in rooms {
             let resume_from = resume
                 .get(&info.room)
@@ -336,6 +342,7 @@ where
                 .attach(&info.room, &conn, Attach::Buffered { floor })
                 .await?;
             conn.rooms.lock().insert(info.room.clone());
+            new_hubs |= attached.new_hub;
             let cursors = cursors.get(&info.room).copied().unwrap_or_default();
             states.push(RoomState {
                 room: info.room.clone(),
@@ -354,6 +361,10 @@ where
                     room: info.room,
                 });
             }
+        }
+        if let (true, Some(cluster)) = (new_hubs, &engine.cluster) {
+            // Rooms new to this node: their topics are subscribed before the reply.
+            cluster.settle().await;
         }
         Ok::<_, Error>((states, catchups))
     };
@@ -407,6 +418,10 @@ where
 fn end_session_quietly(engine: &Inner, conn: &LocalConnection) {
     conn.outbox.finish();
     engine.connections.unregister(conn.id(), conn.user());
+    if let Some(cluster) = &engine.cluster {
+        // Once per session, as `user_connected` was.
+        cluster.user_disconnected(conn.user());
+    }
     let rooms: Vec<RoomId> = conn.rooms.lock().drain().collect();
     for room in rooms {
         engine.hubs.detach(&room, conn.id());
@@ -435,7 +450,7 @@ async fn disconnect(engine: &Inner, conn: &LocalConnection) {
 /// Brings each room of a new session live: rooms with nothing to replay first (so a long
 /// replay elsewhere does not hold them buffered), then each resumed room's replay from the
 /// store, the live messages buffered meanwhile, and the switch to live.
-async fn catch_up(engine: &Inner, conn: &LocalConnection, catchups: Vec<Catchup>) {
+pub(super) async fn catch_up(engine: &Inner, conn: &LocalConnection, catchups: Vec<Catchup>) {
     let (plain, resumed): (Vec<_>, Vec<_>) = catchups.into_iter().partition(|c| c.replay.is_none());
     for catchup in plain.iter().chain(&resumed) {
         if let Some((from, to)) = catchup.replay {
@@ -845,7 +860,8 @@ impl Session<'_> {
         let user = self.user();
         let _membership = self.engine.membership_lock(user).lock().await;
         if self.engine.store.remove_member(&room, user).await? {
-            self.engine.push_member(&room, user, MemberAction::Leave);
+            self.engine
+                .push_member(&room, user, MemberAction::Leave, None);
             if let Some(hub) = self.engine.hubs.get(&room) {
                 hub.forget_receipts(user);
             }
@@ -909,9 +925,14 @@ impl Session<'_> {
         let room_id = message.room.clone();
         let Appended { message, dup } = self.engine.store.append(message).await?;
         let (seq, ts) = (message.seq, message.ts);
-        self.engine
-            .hubs
-            .publish(&room_id, seq, ServerFrame::Message(message).encode());
+        let frame = ServerFrame::Message(message).encode();
+        if !dup && self.engine.cluster.is_some() {
+            // Other nodes: ordering is restored by the receivers' hubs.
+            let topic = Topic::Room(room_id.clone());
+            self.engine
+                .publish(topic, EventKind::Message { seq }, &frame);
+        }
+        self.engine.hubs.publish(&room_id, seq, frame);
         let appended = Ok::<_, Error>((seq, ts, dup));
         let (seq, ts, dup) = appended?;
         Ok(ReplyBody::Send(SendReply { room, seq, ts, dup }))
@@ -971,7 +992,23 @@ impl Session<'_> {
             let everyone =
                 self.engine.store.member_count(&room).await? <= self.engine.config.large_room;
             if let Some(hub) = self.engine.hubs.get(&room) {
-                hub.push_receipt(user, change.cursors, self.conn.id(), everyone);
+                hub.push_receipt(user, change.cursors, Some(self.conn.id()), everyone);
+            }
+            if self.engine.cluster.is_some() {
+                let frame = ServerFrame::Receipt(ReceiptPush {
+                    room: room.clone(),
+                    user: user.clone(),
+                    delivered: change.cursors.delivered,
+                    read: change.cursors.read,
+                })
+                .encode();
+                // A large room's receipts reach only the user's own devices.
+                let topic = if everyone {
+                    Topic::Room(room.clone())
+                } else {
+                    Topic::User(user.clone())
+                };
+                self.engine.publish(topic, EventKind::Receipt, &frame);
             }
         }
         Ok(ReplyBody::Empty)

@@ -178,6 +178,7 @@ where
             kind: EventKind::Member {
                 user: user.clone(),
                 action: MemberAction::Join,
+                at: Some(Seq::new(3).expect("a seq")),
             },
             frame: presence.clone(),
         },
