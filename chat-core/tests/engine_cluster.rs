@@ -3,87 +3,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use chat_core::auth::DevAuthenticator;
 use chat_core::broker::{Broker, BrokerEvent, BrokerEvents, EventKind, LocalBus, Topic};
-use chat_core::engine::{Inbound, Outbound, Peer};
 use chat_core::{Engine, EngineConfig, EngineStats, NodeId};
 use chat_store_memory::{MemoryPresence, MemoryStore};
-use futures::channel::mpsc;
-use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-
-/// A connection as the engine sees it: frames in, frames out.
-struct Conn {
-    to_engine: mpsc::Sender<Inbound>,
-    from_engine: mpsc::Receiver<Outbound>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Conn {
-    fn open(engine: &Engine) -> Conn {
-        let (to_engine, inbound) = mpsc::channel(64);
-        let (outbound, from_engine) = mpsc::channel(4096);
-        let admission = engine.admit().unwrap();
-        let engine = engine.clone();
-        let task = tokio::spawn(async move {
-            engine
-                .serve(admission, Peer::default(), inbound, outbound)
-                .await;
-        });
-        Conn {
-            to_engine,
-            from_engine,
-            task,
-        }
-    }
-
-    async fn send(&mut self, frame: Value) {
-        self.to_engine
-            .send(Inbound::Text(Bytes::from(frame.to_string())))
-            .await
-            .unwrap();
-    }
-
-    async fn next_value(&mut self) -> Value {
-        loop {
-            let item = tokio::time::timeout(Duration::from_secs(10), self.from_engine.next())
-                .await
-                .expect("no frame within 10 s")
-                .expect("the engine closed the sink");
-            if let Outbound::Frame(frame) = item {
-                return serde_json::from_slice(frame.as_bytes()).unwrap();
-            }
-        }
-    }
-
-    async fn frame_where(&mut self, pick: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let value = self.next_value().await;
-            if pick(&value) {
-                return value;
-            }
-        }
-    }
-
-    async fn hello(&mut self, user: &str) -> Value {
-        self.send(json!({"type":"hello","id":1,"token":format!("dev:{user}")}))
-            .await;
-        self.frame_where(|v| v["id"] == 1).await
-    }
-
-    async fn join(&mut self, room: &str) {
-        self.send(json!({"type":"join","id":2,"room":room})).await;
-        let reply = self.frame_where(|v| v["id"] == 2).await;
-        assert_eq!(reply["type"], "ok", "{reply}");
-    }
-}
+use serde_json::json;
+use support::Conn;
 
 /// Drops every `every`-th message event it is asked to publish (never, for `u64::MAX`),
 /// and keeps the set of topics subscribed.
@@ -177,7 +110,8 @@ async fn run_room(cluster: &Cluster, members: usize, per_sender: usize) -> Vec<V
     for i in 0..members {
         let mut conn = Conn::open(&cluster.engines[i % cluster.engines.len()]);
         conn.hello(&format!("user{i}")).await;
-        conn.join("general").await;
+        let joined = conn.join("general").await;
+        assert_eq!(joined["type"], "ok", "{joined}");
         conns.push(conn);
     }
     let total = members * per_sender;
@@ -192,7 +126,7 @@ async fn run_room(cluster: &Cluster, members: usize, per_sender: usize) -> Vec<V
             let mut got = Vec::new();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
             while got.len() < total && tokio::time::Instant::now() < deadline {
-                let v = conn.frame_where(|v| v["type"] == "message").await;
+                let v = conn.value_where(|v| v["type"] == "message").await;
                 got.push((
                     v["seq"].as_u64().unwrap(),
                     v["body"].as_str().unwrap().to_owned(),
@@ -292,17 +226,19 @@ async fn member_typing_receipt_and_presence_pushes_cross_nodes() {
     bob.hello("bob").await;
 
     // Alice joins on A: her device on C hears it and starts receiving the room.
-    alice_a.join("r").await;
+    let joined = alice_a.join("r").await;
+    assert_eq!(joined["type"], "ok", "{joined}");
     let v = alice_c
-        .frame_where(|v| v["type"] == "member" && v["user"] == "alice")
+        .value_where(|v| v["type"] == "member" && v["user"] == "alice")
         .await;
     assert_eq!(v["action"], "join");
 
     // Bob joins on B: both of Alice's devices hear it.
-    bob.join("r").await;
+    let joined = bob.join("r").await;
+    assert_eq!(joined["type"], "ok", "{joined}");
     for alice in [&mut alice_a, &mut alice_c] {
         let v = alice
-            .frame_where(|v| v["type"] == "member" && v["user"] == "bob")
+            .value_where(|v| v["type"] == "member" && v["user"] == "bob")
             .await;
         assert_eq!(v["action"], "join");
     }
@@ -313,12 +249,12 @@ async fn member_typing_receipt_and_presence_pushes_cross_nodes() {
     bob.send(json!({"type":"send","id":4,"room":"r","cid":"x","body":"hi"}))
         .await;
     for alice in [&mut alice_a, &mut alice_c] {
-        let v = alice.frame_where(|v| v["type"] == "typing").await;
+        let v = alice.value_where(|v| v["type"] == "typing").await;
         assert_eq!(
             (v["user"].as_str(), v["active"].as_bool()),
             (Some("bob"), Some(true))
         );
-        let v = alice.frame_where(|v| v["type"] == "message").await;
+        let v = alice.value_where(|v| v["type"] == "message").await;
         assert_eq!(
             (v["seq"].as_u64(), v["body"].as_str()),
             (Some(1), Some("hi"))
@@ -331,7 +267,7 @@ async fn member_typing_receipt_and_presence_pushes_cross_nodes() {
         .await;
     for conn in [&mut bob, &mut alice_c] {
         let v = conn
-            .frame_where(|v| v["type"] == "receipt" && v["user"] == "alice")
+            .value_where(|v| v["type"] == "receipt" && v["user"] == "alice")
             .await;
         assert_eq!(v["read"], 1);
     }
@@ -341,7 +277,7 @@ async fn member_typing_receipt_and_presence_pushes_cross_nodes() {
     drop(bob);
     for alice in [&mut alice_a, &mut alice_c] {
         alice
-            .frame_where(|v| {
+            .value_where(|v| {
                 v["type"] == "presence" && v["user"] == "bob" && v["status"] == "offline"
             })
             .await;
@@ -352,20 +288,21 @@ async fn member_typing_receipt_and_presence_pushes_cross_nodes() {
         .send(json!({"type":"leave","id":6,"room":"r"}))
         .await;
     let v = alice_c
-        .frame_where(|v| v["type"] == "member" && v["user"] == "alice")
+        .value_where(|v| v["type"] == "member" && v["user"] == "alice")
         .await;
     assert_eq!(v["action"], "leave");
     let mut carol = Conn::open(b);
     carol.hello("carol").await;
-    carol.join("r").await;
+    let joined = carol.join("r").await;
+    assert_eq!(joined["type"], "ok", "{joined}");
     carol
         .send(json!({"type":"send","id":7,"room":"r","cid":"y","body":"after"}))
         .await;
-    carol.frame_where(|v| v["id"] == 7).await;
+    carol.value_where(|v| v["id"] == 7).await;
     // Nothing of room r reaches C any more (a message would be seq 2).
     let quiet = tokio::time::timeout(Duration::from_millis(500), async {
         alice_c
-            .frame_where(|v| v["type"] == "message" || v["type"] == "member")
+            .value_where(|v| v["type"] == "message" || v["type"] == "member")
             .await
     })
     .await;
@@ -390,14 +327,14 @@ async fn a_direct_message_reaches_a_user_on_another_node() {
         alice
             .send(json!({"type":"send","id":10 + k,"to":"bob","cid":format!("d{k}"),"body":format!("psst {k}")}))
             .await;
-        let reply = alice.frame_where(|v| v["id"] == 10 + k).await;
+        let reply = alice.value_where(|v| v["id"] == 10 + k).await;
         assert_eq!(reply["type"], "ok", "{reply}");
     }
     // Bob's node learns of the new room on his user topic, subscribes it, and delivers
     // all three in order (the first may come from the store: it can precede the
     // subscription).
     for k in 0..3u64 {
-        let v = bob.frame_where(|v| v["type"] == "message").await;
+        let v = bob.value_where(|v| v["type"] == "message").await;
         assert_eq!(v["seq"], k + 1, "{v}");
         assert_eq!(v["body"], format!("psst {k}"));
     }
@@ -408,7 +345,8 @@ async fn typing_from_a_node_that_died_stops_anyway() {
     let cluster = cluster(1, None);
     let mut alice = Conn::open(&cluster.engines[0]);
     alice.hello("alice").await;
-    alice.join("r").await;
+    let joined = alice.join("r").await;
+    assert_eq!(joined["type"], "ok", "{joined}");
     // A node with no engine behind it (it died) says Bob is typing, and never more.
     let dead = cluster.bus.broker(NodeId::new("dead").unwrap());
     let frame = chat_core::protocol::ServerFrame::Typing(chat_core::protocol::TypingPush {
@@ -426,12 +364,12 @@ async fn typing_from_a_node_that_died_stops_anyway() {
     .await
     .unwrap();
     let started = tokio::time::Instant::now();
-    let v = alice.frame_where(|v| v["type"] == "typing").await;
+    let v = alice.value_where(|v| v["type"] == "typing").await;
     assert_eq!(
         (v["user"].as_str(), v["active"].as_bool()),
         (Some("bob"), Some(true))
     );
-    let v = alice.frame_where(|v| v["type"] == "typing").await;
+    let v = alice.value_where(|v| v["type"] == "typing").await;
     assert_eq!(
         (v["user"].as_str(), v["active"].as_bool()),
         (Some("bob"), Some(false))
