@@ -76,9 +76,7 @@ impl Out {
             return;
         }
         if self.unwritten() == 0 {
-            let buf = self.buf_for(wire::MAX_HEADER + payload.len());
-            wire::put_header(buf, wire::OP_PONG, payload.len());
-            buf.extend_from_slice(payload);
+            self.put_frame(wire::OP_PONG, payload);
         } else {
             self.pong = Some(payload.to_vec());
         }
@@ -89,11 +87,16 @@ impl Out {
     fn put_waiting_pong(&mut self) {
         if let Some(payload) = self.pong.take() {
             if !self.close_sent {
-                let buf = self.buf_for(wire::MAX_HEADER + payload.len());
-                wire::put_header(buf, wire::OP_PONG, payload.len());
-                buf.extend_from_slice(&payload);
+                self.put_frame(wire::OP_PONG, &payload);
             }
         }
+    }
+
+    /// Appends a whole frame: its header and its payload.
+    fn put_frame(&mut self, opcode: u8, payload: &[u8]) {
+        let buf = self.buf_for(wire::MAX_HEADER + payload.len());
+        wire::put_header(buf, opcode, payload.len());
+        buf.extend_from_slice(payload);
     }
 
     /// Writes what it can without waiting.
@@ -483,10 +486,7 @@ impl Writer {
             return;
         }
         out.put_waiting_pong();
-        let opcode = if text { wire::OP_TEXT } else { wire::OP_BINARY };
-        let buf = out.buf_for(wire::MAX_HEADER + payload.len());
-        wire::put_header(buf, opcode, payload.len());
-        buf.extend_from_slice(payload);
+        out.put_frame(if text { wire::OP_TEXT } else { wire::OP_BINARY }, payload);
     }
 
     /// Queues a close frame (unless one was).
@@ -544,15 +544,10 @@ impl Sink<Outbound> for Writer {
         }
         out.put_waiting_pong();
         match item {
-            Outbound::Frame(frame) => {
-                let bytes = frame.as_bytes();
-                let buf = out.buf_for(wire::MAX_HEADER + bytes.len());
-                wire::put_header(buf, wire::OP_TEXT, bytes.len());
-                buf.extend_from_slice(bytes);
-            }
+            Outbound::Frame(frame) => out.put_frame(wire::OP_TEXT, frame.as_bytes()),
             Outbound::Close(code) => out.close(code.code(), code.reason()),
             // A ping; `Outbound` is non-exhaustive: anything newer is a heartbeat at worst.
-            _ => wire::put_header(out.buf_for(wire::MAX_HEADER), wire::OP_PING, 0),
+            _ => out.put_frame(wire::OP_PING, &[]),
         }
         Ok(())
     }
