@@ -933,8 +933,6 @@ impl Session<'_> {
                 .publish(topic, EventKind::Message { seq }, &frame);
         }
         self.engine.hubs.publish(&room_id, seq, frame);
-        let appended = Ok::<_, Error>((seq, ts, dup));
-        let (seq, ts, dup) = appended?;
         Ok(ReplyBody::Send(SendReply { room, seq, ts, dup }))
     }
 
