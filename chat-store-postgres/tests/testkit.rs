@@ -11,7 +11,7 @@ mod store {
         let Some(url) = crate::support::url() else {
             return;
         };
-        async move { Arc::new(crate::support::TempSchemaStore::new(&url).await) }
+        async move { Arc::new(crate::support::temp_schema_store(&url).await) }
     });
 }
 
@@ -23,7 +23,7 @@ mod delivery {
             return;
         };
         async move {
-            let store = Arc::new(crate::support::TempSchemaStore::new(&url).await);
+            let store = Arc::new(crate::support::temp_schema_store(&url).await);
             (store.clone(), store)
         }
     });

@@ -40,8 +40,11 @@ use crate::id::{RoomId, UserId, random_u64};
 
 pub mod broker;
 pub mod delivery;
+mod guarded;
 pub mod presence;
 pub mod store;
+
+pub use guarded::Guarded;
 
 /// How long one clause may run before it counts as hung.
 pub const CLAUSE_TIMEOUT: Duration = Duration::from_secs(120);

@@ -3,10 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use async_trait::async_trait;
-use chat_core::delivery::{CursorChange, CursorUpdate, Cursors};
-use chat_core::store::{Appended, HistoryPage, HistoryQuery, RoomInfo};
-use chat_core::{DeliveryTracker, MessageStore, NewMessage, Result, RoomId, UserId};
+use chat_core::testkit::Guarded;
 use chat_store_postgres::{PostgresConfig, PostgresStore};
 
 /// The variable that names the test database.
@@ -58,95 +55,22 @@ pub fn drop_schema(url: &str, schema: &str) {
     }
 }
 
-/// A [`PostgresStore`] in a fresh schema, dropped when this is.
-#[derive(Debug)]
-pub struct TempSchemaStore {
-    pub store: PostgresStore,
-    pub url: String,
-    pub schema: String,
-}
+/// A [`PostgresStore`] in a fresh schema, dropped after the store.
+pub type TempSchemaStore = Guarded<PostgresStore>;
 
-impl TempSchemaStore {
-    pub async fn new(url: &str) -> TempSchemaStore {
-        let schema = unique_schema();
-        let store = PostgresConfig::new(url)
-            .schema(&schema)
-            .pool_size(8)
-            .connect()
-            .await
-            .expect("connect the store");
-        TempSchemaStore {
-            store,
-            url: url.to_owned(),
-            schema,
-        }
-    }
-}
-
-impl Drop for TempSchemaStore {
-    fn drop(&mut self) {
-        drop_schema(&self.url, &self.schema);
-    }
-}
-
-#[async_trait]
-impl MessageStore for TempSchemaStore {
-    async fn ensure_room(&self, room: &RoomId) -> Result<(RoomInfo, bool)> {
-        self.store.ensure_room(room).await
-    }
-    async fn room(&self, room: &RoomId) -> Result<Option<RoomInfo>> {
-        self.store.room(room).await
-    }
-    async fn append(&self, message: NewMessage) -> Result<Appended> {
-        self.store.append(message).await
-    }
-    async fn history(
-        &self,
-        room: &RoomId,
-        query: HistoryQuery,
-        limit: usize,
-    ) -> Result<HistoryPage> {
-        self.store.history(room, query, limit).await
-    }
-    async fn add_member(&self, room: &RoomId, user: &UserId) -> Result<bool> {
-        self.store.add_member(room, user).await
-    }
-    async fn remove_member(&self, room: &RoomId, user: &UserId) -> Result<bool> {
-        self.store.remove_member(room, user).await
-    }
-    async fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool> {
-        self.store.is_member(room, user).await
-    }
-    async fn members(&self, room: &RoomId) -> Result<Vec<UserId>> {
-        self.store.members(room).await
-    }
-    async fn member_count(&self, room: &RoomId) -> Result<usize> {
-        self.store.member_count(room).await
-    }
-    async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomInfo>> {
-        self.store.rooms_of(user).await
-    }
-}
-
-#[async_trait]
-impl DeliveryTracker for TempSchemaStore {
-    async fn cursors(&self, room: &RoomId, user: &UserId) -> Result<Cursors> {
-        self.store.cursors(room, user).await
-    }
-    async fn advance(
-        &self,
-        room: &RoomId,
-        user: &UserId,
-        update: CursorUpdate,
-    ) -> Result<CursorChange> {
-        self.store.advance(room, user, update).await
-    }
-    async fn room_cursors(&self, room: &RoomId) -> Result<Vec<(UserId, Cursors)>> {
-        self.store.room_cursors(room).await
-    }
-    async fn user_cursors(&self, user: &UserId) -> Result<Vec<(RoomId, Cursors)>> {
-        self.store.user_cursors(user).await
-    }
+pub async fn temp_schema_store(url: &str) -> TempSchemaStore {
+    let schema = unique_schema();
+    let store = PostgresConfig::new(url)
+        .schema(&schema)
+        .pool_size(8)
+        .connect()
+        .await
+        .expect("connect the store");
+    let guard = SchemaGuard {
+        url: url.to_owned(),
+        schema,
+    };
+    Guarded::new(store, guard)
 }
 
 /// A fresh, empty schema on the test database, dropped with this guard; for servers
