@@ -14,7 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{
-    Conn, Delivered, Result, Resume, Rx, Setup, Tx, client_config, json_str, json_u64, tcp_from,
+    Conn, Delivered, Result, Resume, Rx, Setup, Tx, client_config, json_fields, tcp_from,
 };
 
 type Ws = WebSocketStream<TcpStream>;
@@ -178,24 +178,27 @@ impl ChatRx {
         if !text.starts_with(r#"{"type":"message""#) {
             return None;
         }
-        let room = json_str(text, "room")?.to_owned();
-        let seq = json_u64(text, "seq")?;
-        if let Some(me) = &self.skip_from {
-            if json_str(text, "from") == Some(me.as_str()) {
-                if let Some((_, last)) = self.rooms.get_mut(&room) {
-                    *last = (*last).max(seq);
-                }
-                return None;
+        let (mut room, mut seq, mut from, mut body) = (None, None, None, None);
+        for (key, value) in json_fields(text) {
+            match key {
+                "room" => room = Some(value),
+                "seq" => seq = value.parse::<u64>().ok(),
+                "from" => from = Some(value),
+                "body" => body = Some(value),
+                _ => {}
             }
         }
-        let body = json_str(text, "body")?.to_owned();
-        if let Some((_, last)) = self.rooms.get_mut(&room) {
+        let (room, seq) = (room?, seq?);
+        if let Some((_, last)) = self.rooms.get_mut(room) {
             *last = (*last).max(seq);
         }
+        if self.skip_from.is_some() && from == self.skip_from.as_deref() {
+            return None;
+        }
         Some(Delivered {
-            room,
+            room: room.to_owned(),
             seq: Some(seq),
-            body,
+            body: body?.to_owned(),
         })
     }
 }

@@ -130,22 +130,92 @@ pub async fn connect(
     }
 }
 
-/// Finds `"key":"…"` in a JSON text and returns the string (no escapes expected: the tool
-/// sends only plain ASCII bodies and ids). Cheap: no allocation, no full parse.
-pub fn json_str<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    let needle = format!("\"{key}\":\"");
-    let start = text.find(&needle)? + needle.len();
-    let end = text[start..].find('"')? + start;
-    Some(&text[start..end])
+/// The top-level fields of a JSON object's text, in one pass and without allocating: the
+/// clients read every delivery this way, and the load generator shares the cores with the
+/// server it measures. Yields each key with its raw value (a string value without its
+/// quotes, escapes left as they are); stops at the first thing it does not understand.
+pub fn json_fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    let bytes = text.as_bytes();
+    let mut at = usize::from(bytes.first() == Some(&b'{'));
+    if at == 0 {
+        at = bytes.len();
+    }
+    std::iter::from_fn(move || {
+        // `"key":`
+        while at < bytes.len() && matches!(bytes[at], b',' | b' ') {
+            at += 1;
+        }
+        let key_start = at.checked_add(1).filter(|_| bytes.get(at) == Some(&b'"'))?;
+        let key_end = key_start + memchr(b'"', &bytes[key_start..])?;
+        if bytes.get(key_end + 1) != Some(&b':') {
+            return None;
+        }
+        let start = key_end + 2;
+        let (value, next) = match *bytes.get(start)? {
+            b'"' => {
+                let end = string_end(bytes, start + 1)?;
+                (&text[start + 1..end], end + 1)
+            }
+            open @ (b'{' | b'[') => {
+                let end = nested_end(bytes, start, open)?;
+                (&text[start..end], end)
+            }
+            _ => {
+                let end = start
+                    + bytes[start..]
+                        .iter()
+                        .position(|b| matches!(b, b',' | b'}'))?;
+                (&text[start..end], end)
+            }
+        };
+        at = next;
+        Some((&text[key_start..key_end], value))
+    })
 }
 
-/// Finds `"key":123` in a JSON text.
-pub fn json_u64(text: &str, key: &str) -> Option<u64> {
-    let needle = format!("\"{key}\":");
-    let start = text.find(&needle)? + needle.len();
-    let digits: &str = &text[start..];
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
+fn memchr(byte: u8, bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|b| *b == byte)
+}
+
+/// The index of the quote that closes a string whose text starts at `from`.
+fn string_end(bytes: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let end = from + memchr(b'"', &bytes[from..])?;
+        let backslashes = bytes[from..end]
+            .iter()
+            .rev()
+            .take_while(|b| **b == b'\\')
+            .count();
+        if backslashes % 2 == 0 {
+            return Some(end);
+        }
+        from = end + 1;
+    }
+}
+
+/// The index just past the object or array that opens at `start`.
+fn nested_end(bytes: &[u8], start: usize, open: u8) -> Option<usize> {
+    let close = if open == b'{' { b'}' } else { b']' };
+    let (mut depth, mut at) = (0usize, start);
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => at = string_end(bytes, at + 1)?,
+            b if b == open => depth += 1,
+            b if b == close => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(at + 1);
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    None
+}
+
+/// Finds `"key":"…"` in a JSON object's text and returns the string (escapes left as they
+/// are: the tool sends only plain ASCII bodies and ids).
+pub fn json_str<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    json_fields(text).find_map(|(k, v)| (k == key).then_some(v))
 }

@@ -16,7 +16,8 @@
 //!
 //! Scenarios (sizes with `--quick` in brackets):
 //! - **fan-out**: one sender, one room of 1,000 [50] members, 100-byte bodies, 2,000 [100]
-//!   messages with a window of 32 in flight: deliveries/s, server CPU per delivery,
+//!   messages with a window of 32 in flight: deliveries/s, server CPU per delivery, the
+//!   load generator's own CPU per delivery (its clients share the cores with the server),
 //!   send→receive latency percentiles.
 //! - **direct**: 10,000 [200] connected users in pairs, messages between random pairs at
 //!   20,000 [1,000] msg/s for 5 [1] s: latency p50/p99, server CPU per message.

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::conn::{Conn, Result, Rx, Setup, connect};
-use crate::server::ServerProcess;
+use crate::server::{ServerProcess, cpu_of};
 
 /// Sizes of every scenario.
 #[derive(Debug, Clone)]
@@ -153,23 +153,60 @@ async fn connect_many(
     Ok(conns.into_iter().flatten().collect())
 }
 
-/// Waits until `counter` reaches `target`, waking on `notify`; errors after `WAIT`.
-async fn reach(counter: &AtomicU64, notify: &Notify, target: u64, what: &str) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while counter.load(Ordering::Acquire) < target {
-        let notified = notify.notified();
-        if counter.load(Ordering::Acquire) >= target {
-            break;
-        }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return Err(format!(
-                "{what}: {} of {target} after {WAIT:?}",
-                counter.load(Ordering::Acquire)
-            )
-            .into());
+/// A count that one task waits on while many add to it. Only an addition that reaches
+/// what the waiter wants wakes it: a wake-up per delivery would cost the load generator
+/// more than the delivery itself.
+#[derive(Default)]
+struct Tally {
+    count: AtomicU64,
+    /// The count the waiter waits for (`u64::MAX`: nobody waits).
+    wanted: AtomicU64,
+    notify: Notify,
+}
+
+impl Tally {
+    fn new() -> Arc<Tally> {
+        Arc::new(Tally {
+            wanted: AtomicU64::new(u64::MAX),
+            ..Tally::default()
+        })
+    }
+
+    fn add(&self) {
+        let count = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        if count >= self.wanted.load(Ordering::SeqCst) {
+            self.notify.notify_one();
         }
     }
-    Ok(())
+
+    fn get(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    fn reset(&self) {
+        self.count.store(0, Ordering::SeqCst);
+    }
+
+    /// Waits until the count reaches `target`; errors after `WAIT`.
+    async fn reach(&self, target: u64, what: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let reached = async {
+            loop {
+                let mut notified = std::pin::pin!(self.notify.notified());
+                notified.as_mut().enable();
+                // Set after `enable`, checked after setting: an addition either sees the
+                // target and wakes us, or happened before the check below.
+                self.wanted.store(target, Ordering::SeqCst);
+                if self.get() >= target {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let outcome = tokio::time::timeout_at(deadline, reached).await;
+        self.wanted.store(u64::MAX, Ordering::SeqCst);
+        outcome.map_err(|_| format!("{what}: {} of {target} after {WAIT:?}", self.get()).into())
+    }
 }
 
 fn percentiles(mut latencies: Vec<u64>) -> (f64, f64, f64) {
@@ -203,11 +240,10 @@ pub async fn fanout(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
     };
     let members = connect_many(server, n, "member", join).await?;
     let mut sender = connect(server.kind, server.addr, "sender", source(n), join(0)).await?;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let notify = Arc::new(Notify::new());
+    let delivered = Tally::new();
     let mut readers = Vec::with_capacity(n);
     for Conn { rx: mut reader, tx } in members {
-        let (delivered, notify) = (delivered.clone(), notify.clone());
+        let delivered = delivered.clone();
         readers.push(tokio::spawn(async move {
             let _keep = tx;
             let mut latencies = Vec::with_capacity(total - warm);
@@ -223,29 +259,29 @@ pub async fn fanout(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
                     latencies.push(latency);
                 }
                 got += 1;
-                delivered.fetch_add(1, Ordering::AcqRel);
-                notify.notify_one();
+                delivered.add();
             }
             latencies
         }));
     }
     drain(sender.rx);
     let progress = bar(total, &format!("{} fan-out", server.kind.name()));
-    let (mut cpu0, mut t0) = (server.cpu()?, Instant::now());
+    let own = std::process::id();
+    let (mut cpu0, mut own0, mut t0) = (server.cpu()?, cpu_of(own)?, Instant::now());
     for i in 0..total {
         if i == warm {
-            reach(&delivered, &notify, (warm * n) as u64, "warm-up").await?;
-            (cpu0, t0) = (server.cpu()?, Instant::now());
+            delivered.reach((warm * n) as u64, "warm-up").await?;
+            (cpu0, own0, t0) = (server.cpu()?, cpu_of(own)?, Instant::now());
         }
         if i >= sizes.fanout_window {
             let floor = ((i + 1 - sizes.fanout_window) * n) as u64;
-            reach(&delivered, &notify, floor, "window").await?;
+            delivered.reach(floor, "window").await?;
         }
         sender.tx.send_room(ROOM, &body(i as u64)).await?;
         progress.inc(1);
     }
-    reach(&delivered, &notify, (total * n) as u64, "deliveries").await?;
-    let (cpu1, t1) = (server.cpu()?, Instant::now());
+    delivered.reach((total * n) as u64, "deliveries").await?;
+    let (cpu1, own1, t1) = (server.cpu()?, cpu_of(own)?, Instant::now());
     progress.finish_and_clear();
     let mut latencies = Vec::new();
     for reader in readers {
@@ -267,6 +303,14 @@ pub async fn fanout(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
             (cpu1 - cpu0).as_nanos() as f64 / deliveries,
             Better::Lower,
         ),
+        // The clients share the cores with the server: what they spend on each delivery
+        // (reading a larger frame costs more) is time the server does not get.
+        metric(
+            "fan-out client CPU per delivery",
+            "ns",
+            (own1 - own0).as_nanos() as f64 / deliveries,
+            Better::Lower,
+        ),
         metric("fan-out latency p50", "ms", p50, Better::Lower),
         metric("fan-out latency p99", "ms", p99, Better::Lower),
         metric("fan-out latency p999", "ms", p999, Better::Lower),
@@ -282,8 +326,7 @@ pub async fn direct(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
         ..Setup::default()
     })
     .await?;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let notify = Arc::new(Notify::new());
+    let delivered = Tally::new();
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut senders = Vec::with_capacity(n);
@@ -295,20 +338,15 @@ pub async fn direct(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
         },
     ) in users.into_iter().enumerate()
     {
-        let (delivered, notify, latencies, measuring) = (
-            delivered.clone(),
-            notify.clone(),
-            latencies.clone(),
-            measuring.clone(),
-        );
+        let (delivered, latencies, measuring) =
+            (delivered.clone(), latencies.clone(), measuring.clone());
         tokio::spawn(async move {
             while let Ok(Some(message)) = reader.next().await {
                 if let Some((_, latency)) = read_body(&message.body) {
                     if measuring.load(Ordering::Acquire) {
                         latencies.lock().push(latency);
                     }
-                    delivered.fetch_add(1, Ordering::AcqRel);
-                    notify.notify_one();
+                    delivered.add();
                 }
             }
         });
@@ -327,8 +365,8 @@ pub async fn direct(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
     for pair in 0..n / 2 {
         senders[pair * 2].send(0).await?;
     }
-    reach(&delivered, &notify, (n / 2) as u64, "warm-up").await?;
-    delivered.store(0, Ordering::Release);
+    delivered.reach((n / 2) as u64, "warm-up").await?;
+    delivered.reset();
     measuring.store(true, Ordering::Release);
 
     let total = sizes.dm_rate as u64 * sizes.dm_seconds;
@@ -358,7 +396,7 @@ pub async fn direct(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
         progress.set_position(sent);
     }
     let offered = sent as f64 / t0.elapsed().as_secs_f64();
-    reach(&delivered, &notify, total, "deliveries").await?;
+    delivered.reach(total, "deliveries").await?;
     let cpu1 = server.cpu()?;
     progress.finish_and_clear();
     let (p50, p99, _) = percentiles(std::mem::take(&mut latencies.lock()));
@@ -405,14 +443,13 @@ pub async fn storm(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>>
     };
     let clients = connect_many(server, n, "storm", join).await?;
     let mut sender = connect(server.kind, server.addr, "storm-sender", source(n), join(0)).await?;
-    let (echoes, echo_notify) = (Arc::new(AtomicU64::new(0)), Arc::new(Notify::new()));
+    let echoes = Tally::new();
     {
-        let (echoes, echo_notify) = (echoes.clone(), echo_notify.clone());
+        let echoes = echoes.clone();
         let mut rx = sender.rx;
         tokio::spawn(async move {
             while let Ok(Some(_)) = rx.next().await {
-                echoes.fetch_add(1, Ordering::AcqRel);
-                echo_notify.notify_one();
+                echoes.add();
             }
         });
     }
@@ -446,7 +483,7 @@ pub async fn storm(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>>
             point
         })
         .collect();
-    reach(&echoes, &echo_notify, BEFORE as u64, "first messages").await?;
+    echoes.reach(BEFORE as u64, "first messages").await?;
     // The storm: every client is gone; messages are sent meanwhile.
     for i in 0..sizes.storm_missed {
         sender
@@ -454,22 +491,15 @@ pub async fn storm(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>>
             .send_room(ROOM, &body((BEFORE + i) as u64))
             .await?;
     }
-    reach(
-        &echoes,
-        &echo_notify,
-        (BEFORE + sizes.storm_missed) as u64,
-        "missed messages sent",
-    )
-    .await?;
-    let caught_up = Arc::new(AtomicU64::new(0));
-    let notify = Arc::new(Notify::new());
+    echoes
+        .reach((BEFORE + sizes.storm_missed) as u64, "missed messages sent")
+        .await?;
     let progress = bar(n, &format!("{} reconnect storm", server.kind.name()));
     let started = Instant::now();
     let missed = sizes.storm_missed;
     let mut pending = FuturesUnordered::new();
     for (i, point) in points.into_iter().enumerate() {
         let (kind, addr) = (server.kind, server.addr);
-        let (caught_up, notify) = (caught_up.clone(), notify.clone());
         pending.push(tokio::spawn(async move {
             let setup = Setup {
                 resume: Some(point),
@@ -491,8 +521,6 @@ pub async fn storm(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>>
                     }
                 }
             }
-            caught_up.fetch_add(1, Ordering::AcqRel);
-            notify.notify_one();
             Ok(conn)
         }));
     }

@@ -57,16 +57,7 @@ impl ServerProcess {
 
     /// CPU time (user + system) the process used so far.
     pub fn cpu(&self) -> Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // The command name may hold spaces: fields start after the last ')'.
-        let rest = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // After ')': state is field 3 of the man page, so utime (14) is index 11, stime 12.
-        let utime: u64 = fields.get(11).ok_or("no utime")?.parse()?;
-        let stime: u64 = fields.get(12).ok_or("no stime")?.parse()?;
-        Ok(Duration::from_secs_f64(
-            (utime + stime) as f64 / clock_ticks() as f64,
-        ))
+        cpu_of(self.pid)
     }
 
     /// Resident memory, in bytes.
@@ -106,4 +97,19 @@ pub fn self_as_server(kind: &str) -> Result<Command> {
     let mut command = Command::new(std::env::current_exe()?);
     command.args(["--serve", kind, "--addr", "127.0.0.1:0"]);
     Ok(command)
+}
+
+/// CPU time (user + system) process `pid` used so far (`std::process::id()`: the load
+/// generator itself).
+pub fn cpu_of(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces: fields start after the last ')'.
+    let rest = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state is field 3 of the man page, so utime (14) is index 11, stime 12.
+    let utime: u64 = fields.get(11).ok_or("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).ok_or("no stime")?.parse()?;
+    Ok(Duration::from_secs_f64(
+        (utime + stime) as f64 / clock_ticks() as f64,
+    ))
 }
