@@ -1199,6 +1199,46 @@ async fn pongs_then_reply(conn: &mut Conn, id: u64) -> (Vec<Vec<u8>>, Value) {
     }
 }
 
+/// Frames that arrive while the server is between reads. A read that does not fill the
+/// buffer clears the socket's read readiness without another `recv`: a frame landing just
+/// after such a read must still wake the reader. A lost wake-up stalls the connection, and
+/// the hello's reply never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_written_one_at_a_time_while_the_server_reads_are_all_read() {
+    const PINGS: usize = 3_000;
+    let addr = start().await;
+    let mut conn = Conn::open(addr).await;
+    for i in 0..PINGS {
+        let ping = frame(true, OP_PING, &numbered(i));
+        assert_eq!(ping.len(), 131);
+        if i % 3 == 0 {
+            // Split inside the frame: the server reads a part, then waits for the rest.
+            let (head, tail) = ping.split_at(1 + i % 100);
+            conn.send(head).await;
+            tokio::task::yield_now().await;
+            conn.send(tail).await;
+        } else {
+            conn.send(&ping).await;
+        }
+        if i % 7 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // Last, more than one read's worth in one write: what the first read leaves must be
+    // read too, with nothing more arriving to wake the reader.
+    let mut last = ping_flood(PINGS + 40)[PINGS * 131..].to_vec();
+    last.extend(text(hello_json("alice", 1).as_bytes()));
+    conn.send(&last).await;
+    let (pongs, reply) = pongs_then_reply(&mut conn, 1).await;
+    assert_hello_reply(&reply, "alice", 1);
+    assert_eq!(
+        pongs.last(),
+        Some(&numbered(PINGS + 39)),
+        "the last ping is answered"
+    );
+    conn.still_works(2).await;
+}
+
 #[tokio::test]
 async fn a_ping_flood_from_a_client_that_never_reads_leaves_the_connection_usable() {
     const PINGS: usize = 10_000;
