@@ -6,7 +6,12 @@
 //! cargo bench --bench ws_load -- --quick             # tiny sizes (what CI runs)
 //! cargo bench --bench ws_load -- --scenarios fanout,idle --servers chat-engine,raw-tungstenite
 //! cargo bench --bench ws_load -- --scenarios direct --dm-rate 5000   # another offered rate
+//! cargo bench --bench ws_load -- --rounds 5           # every scenario five times
 //! ```
+//!
+//! A scenario runs in rounds, the servers alternating within each; the table gives each
+//! figure's median over the rounds (the JSON keeps every round's). Fan-out, short and the
+//! noisiest, runs three rounds unless `--rounds` says otherwise; the others one.
 //!
 //! Every server runs in its own process (this binary with `--serve chat|raw`, or
 //! `node benches/peers/socketio/server.js`), so that its CPU time and memory are read from
@@ -50,6 +55,9 @@ const KINDS: [Kind; 3] = [Kind::Chat, Kind::Raw, Kind::SocketIo];
 struct Options {
     quick: bool,
     dm_rate: Option<usize>,
+    /// Rounds per scenario (`None`: three for fan-out, which is short and the noisiest,
+    /// one for the others).
+    rounds: Option<usize>,
     scenarios: Vec<String>,
     kinds: Vec<Kind>,
 }
@@ -61,6 +69,7 @@ fn options() -> std::result::Result<Options, String> {
     let mut scenarios: Vec<String> = SCENARIOS.iter().map(|s| (*s).to_owned()).collect();
     let mut kinds = KINDS.to_vec();
     let mut dm_rate = None;
+    let mut rounds = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -68,6 +77,15 @@ fn options() -> std::result::Result<Options, String> {
             "--dm-rate" => {
                 let rate = it.next().ok_or("--dm-rate needs a number")?;
                 dm_rate = Some(rate.parse().map_err(|_| format!("--dm-rate {rate}"))?);
+            }
+            "--rounds" => {
+                let n = it.next().ok_or("--rounds needs a number")?;
+                rounds = Some(
+                    n.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or(format!("--rounds {n}"))?,
+                );
             }
             "--scenarios" => {
                 let list = it.next().ok_or("--scenarios needs a list")?;
@@ -94,6 +112,7 @@ fn options() -> std::result::Result<Options, String> {
     Ok(Options {
         quick,
         dm_rate,
+        rounds,
         scenarios,
         kinds,
     })
@@ -241,16 +260,36 @@ fn main() {
     > = BTreeMap::new();
     let mut failed = false;
     for name in &options.scenarios {
-        for kind in &kinds {
-            let outcome = runtime.block_on(run_scenario(name, *kind, &sizes));
-            if let Err(e) = &outcome {
-                eprintln!("{name} on {}: {e}", kind.name());
-                failed = true;
+        let rounds = match options.rounds {
+            Some(n) => n,
+            None if name == "fanout" && !options.quick => 3,
+            None => 1,
+        };
+        // Round after round, the servers alternating: drift on the machine lands on all.
+        let mut runs: BTreeMap<&'static str, Vec<Vec<Metric>>> = BTreeMap::new();
+        let mut errors: BTreeMap<&'static str, String> = BTreeMap::new();
+        for _ in 0..rounds {
+            for kind in &kinds {
+                if errors.contains_key(kind.name()) {
+                    continue;
+                }
+                match runtime.block_on(run_scenario(name, *kind, &sizes)) {
+                    Ok(metrics) => runs.entry(kind.name()).or_default().push(metrics),
+                    Err(e) => {
+                        eprintln!("{name} on {}: {e}", kind.name());
+                        failed = true;
+                        errors.insert(kind.name(), e.to_string());
+                    }
+                }
             }
-            results
-                .entry(name.clone())
-                .or_default()
-                .insert(kind.name(), outcome.map_err(|e| e.to_string()));
+        }
+        let by_kind = results.entry(name.clone()).or_default();
+        for kind in &kinds {
+            let outcome = match errors.remove(kind.name()) {
+                Some(e) => Err(e),
+                None => Ok(medians(runs.remove(kind.name()).unwrap_or_default())),
+            };
+            by_kind.insert(kind.name(), outcome);
         }
     }
     print_table(&results, &kinds);
@@ -264,6 +303,31 @@ fn main() {
     if failed {
         std::process::exit(1);
     }
+}
+
+/// Each metric's median over the rounds (the upper middle of an even count), with every
+/// round's value kept for the JSON report.
+fn medians(runs: Vec<Vec<Metric>>) -> Vec<Metric> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|metric| {
+            let mut values: Vec<f64> = runs
+                .iter()
+                .filter_map(|run| run.iter().find(|m| m.name == metric.name))
+                .map(|m| m.value)
+                .collect();
+            let rounds = values.clone();
+            values.sort_by(f64::total_cmp);
+            Metric {
+                value: values[values.len() / 2],
+                rounds,
+                ..metric.clone()
+            }
+        })
+        .collect()
 }
 
 type Results = BTreeMap<String, BTreeMap<&'static str, std::result::Result<Vec<Metric>, String>>>;
@@ -348,11 +412,12 @@ fn write_json(results: &Results, sizes: &Sizes, quick: bool, seconds: f64) {
                 Ok(metrics) => serde_json::Value::Object(
                     metrics
                         .iter()
-                        .map(|m| {
-                            (
-                                format!("{} ({})", m.name, m.unit),
-                                serde_json::json!(m.value),
-                            )
+                        .flat_map(|m| {
+                            let key = format!("{} ({})", m.name, m.unit);
+                            let rounds = (m.rounds.len() > 1).then(|| {
+                                (format!("{key}, each round"), serde_json::json!(m.rounds))
+                            });
+                            std::iter::once((key, serde_json::json!(m.value))).chain(rounds)
                         })
                         .collect(),
                 ),

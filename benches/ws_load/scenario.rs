@@ -70,8 +70,11 @@ pub enum Better {
 pub struct Metric {
     pub name: &'static str,
     pub unit: &'static str,
+    /// The figure; over several rounds, their median.
     pub value: f64,
     pub better: Better,
+    /// Each round's figure, when there were several.
+    pub rounds: Vec<f64>,
 }
 
 fn metric(name: &'static str, unit: &'static str, value: f64, better: Better) -> Metric {
@@ -80,6 +83,7 @@ fn metric(name: &'static str, unit: &'static str, value: f64, better: Better) ->
         unit,
         value,
         better,
+        rounds: Vec::new(),
     }
 }
 
