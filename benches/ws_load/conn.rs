@@ -146,7 +146,7 @@ pub fn json_fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
             at += 1;
         }
         let key_start = at.checked_add(1).filter(|_| bytes.get(at) == Some(&b'"'))?;
-        let key_end = key_start + memchr(b'"', &bytes[key_start..])?;
+        let key_end = key_start + memchr::memchr(b'"', &bytes[key_start..])?;
         if bytes.get(key_end + 1) != Some(&b':') {
             return None;
         }
@@ -173,14 +173,10 @@ pub fn json_fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
-fn memchr(byte: u8, bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|b| *b == byte)
-}
-
 /// The index of the quote that closes a string whose text starts at `from`.
 fn string_end(bytes: &[u8], mut from: usize) -> Option<usize> {
     loop {
-        let end = from + memchr(b'"', &bytes[from..])?;
+        let end = from + memchr::memchr(b'"', &bytes[from..])?;
         let backslashes = bytes[from..end]
             .iter()
             .rev()
