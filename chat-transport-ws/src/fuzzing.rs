@@ -275,6 +275,12 @@ struct Reading {
     consumed: usize,
 }
 
+/// Whether the start of a text message can no longer become UTF-8, whatever follows: text
+/// fails as soon as that is so (RFC 6455 §8.1), not when the message ends.
+fn never_utf8(data: &[u8]) -> bool {
+    matches!(std::str::from_utf8(data), Err(e) if e.error_len().is_some())
+}
+
 /// The reference reader: RFC 6455 §5 for a server with no extensions, and this
 /// transport's order of checks (the size limit is known from the header, before the
 /// payload; a fragmented message counts whole).
@@ -317,6 +323,9 @@ fn read_stream(data: &[u8], max_message: u64) -> Reading {
             0x1 | 0x2 if partial.is_some() => break End::Violation(1002),
             0x1 | 0x2 if header.fin => message(header.opcode == 0x1, payload),
             0x1 | 0x2 => {
+                if header.opcode == 0x1 && never_utf8(&payload) {
+                    break End::Violation(1007);
+                }
                 partial = Some((header.opcode == 0x1, payload));
                 continue;
             }
@@ -326,6 +335,9 @@ fn read_stream(data: &[u8], max_message: u64) -> Reading {
                 };
                 data.extend_from_slice(&payload);
                 if !header.fin {
+                    if text && never_utf8(&data) {
+                        break End::Violation(1007);
+                    }
                     partial = Some((text, data));
                     continue;
                 }

@@ -208,6 +208,27 @@ pub(crate) fn split(
 struct Partial {
     text: bool,
     data: Vec<u8>,
+    /// For text: the length of `data` known to be valid UTF-8. What follows it is at most
+    /// the start of one character, which the next fragment completes.
+    checked: usize,
+}
+
+impl Partial {
+    /// Checks text as it arrives (RFC 6455 §8.1: fail as soon as the bytes cannot be
+    /// UTF-8, not when the message ends), from where the previous fragment left off.
+    fn check_text(&mut self) -> Result<(), Violation> {
+        if !self.text {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.data[self.checked..]) {
+            Ok(_) => self.checked = self.data.len(),
+            // Bytes that no continuation can make valid.
+            Err(e) if e.error_len().is_some() => return Err(Violation::InvalidUtf8),
+            // A character cut at the end of the fragment: the next one may complete it.
+            Err(e) => self.checked += e.valid_up_to(),
+        }
+        Ok(())
+    }
 }
 
 /// What one frame amounts to.
@@ -291,10 +312,13 @@ impl Reader {
                 if header.fin {
                     return message(text, payload, self.keep_binary).map(Step::Item);
                 }
-                self.partial = Some(Box::new(Partial {
+                let mut partial = Box::new(Partial {
                     text,
                     data: payload.to_vec(),
-                }));
+                    checked: 0,
+                });
+                partial.check_text()?;
+                self.partial = Some(partial);
                 Ok(Step::Again)
             }
             wire::OP_CONTINUATION => {
@@ -303,9 +327,10 @@ impl Reader {
                 };
                 partial.data.extend_from_slice(payload);
                 if !header.fin {
+                    partial.check_text()?;
                     return Ok(Step::Again);
                 }
-                let Partial { text, data } = *self.partial.take().expect("checked above");
+                let Partial { text, data, .. } = *self.partial.take().expect("checked above");
                 message(text, &data, self.keep_binary).map(Step::Item)
             }
             wire::OP_PING => {

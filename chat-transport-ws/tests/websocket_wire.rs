@@ -832,6 +832,38 @@ async fn invalid_utf8_closes_with_1007() {
     }
 }
 
+#[tokio::test]
+async fn text_that_cannot_become_utf8_closes_at_its_fragment_not_at_the_message_end() {
+    let addr = start().await;
+    // The rest of the message never comes: only a check of each fragment can close this.
+    for first in [&b"{\"x\":\"\xff"[..], b"{\"x\":\"\xe2\x28", b"\xc0\xaf"] {
+        let mut conn = Conn::hello(addr, "alice").await;
+        conn.send(&frame(false, OP_TEXT, first)).await;
+        let closed = conn.read_frame().await;
+        assert_eq!(
+            (closed.opcode, closed.close_code()),
+            (OP_CLOSE, Some(1007)),
+            "{first:?}: {closed:?}"
+        );
+        conn.expect_eof().await;
+    }
+    // The same in a continuation, the first fragment being fine.
+    let mut conn = Conn::hello(addr, "alice").await;
+    conn.send(&frame(false, OP_TEXT, b"{\"x\":")).await;
+    conn.send(&frame(false, OP_CONTINUATION, b"\"\xfe")).await;
+    let closed = conn.read_frame().await;
+    assert_eq!((closed.opcode, closed.close_code()), (OP_CLOSE, Some(1007)));
+    // A character cut between fragments is not an error: E2 82 | AC is one euro sign.
+    let mut conn = Conn::open(addr).await;
+    let hello = r#"{"type":"hello","id":1,"token":"dev:alice","x":"€"}"#.as_bytes();
+    let cut = hello.len() - 3;
+    conn.send(&frame(false, OP_TEXT, &hello[..cut])).await;
+    conn.send(&frame(true, OP_CONTINUATION, &hello[cut..]))
+        .await;
+    assert_hello_reply(&conn.read_json().await, "alice", 1);
+    conn.still_works(2).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. Size limits
 // ---------------------------------------------------------------------------------------
