@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::hub::Attach;
 use super::session::{Catchup, catch_up};
-use super::{Inner, TypingKey};
+use super::{Inner, Typer, TypingKey};
 use crate::broker::{Broker, BrokerEvent, EventKind, Topic};
 use crate::delivery::Cursors;
 use crate::id::{RoomId, Seq, UserId};
@@ -323,35 +323,12 @@ impl Inner {
         {
             return;
         }
-        let engine = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut deadline = deadline;
-            loop {
-                tokio::time::sleep_until(deadline).await;
-                let Some(engine) = engine.upgrade() else {
-                    return;
-                };
-                let mut typing = engine.remote_typing.lock();
-                match typing.get(&key) {
-                    None => return,
-                    Some(later) if *later > deadline => deadline = *later,
-                    Some(_) => {
-                        typing.remove(&key);
-                        drop(typing);
-                        if let Some(hub) = engine.hubs.get(&key.0) {
-                            let frame = ServerFrame::Typing(crate::protocol::TypingPush {
-                                room: key.0.clone(),
-                                user: key.1.clone(),
-                                active: false,
-                            })
-                            .encode();
-                            hub.broadcast(&frame, |c| *c.user() != key.1);
-                        }
-                        return;
-                    }
-                }
-            }
-        });
+        tokio::spawn(Self::expire_typing(
+            Arc::downgrade(self),
+            Typer::Remote,
+            key,
+            deadline,
+        ));
     }
 
     /// Sends an event to the other nodes, if there are any.

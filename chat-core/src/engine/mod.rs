@@ -379,6 +379,16 @@ pub struct EngineStats {
 
 pub(crate) type TypingKey = (RoomId, UserId);
 
+/// Whose typing a deadline stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Typer {
+    /// A user connected here: this node pushes `active: false` to everyone.
+    Local,
+    /// A user of another node, whose node pushes it; this node does so for its own
+    /// connections only if that node dies first.
+    Remote,
+}
+
 /// Stripes of the membership lock.
 const MEMBERSHIP_LOCKS: usize = 256;
 
@@ -645,9 +655,12 @@ impl Inner {
         Ok(recipients)
     }
 
-    fn push_typing(&self, room: &RoomId, user: &UserId, active: bool) {
+    /// Pushes a typing change to this node's connections in `room` (but the typer's own),
+    /// and, for a local typer, to the other nodes.
+    fn push_typing(&self, room: &RoomId, user: &UserId, active: bool, typer: Typer) {
         let hub = self.hubs.get(room);
-        if hub.is_none() && self.cluster.is_none() {
+        let publish = typer == Typer::Local && self.cluster.is_some();
+        if hub.is_none() && !publish {
             return;
         }
         let frame = ServerFrame::Typing(TypingPush {
@@ -659,7 +672,16 @@ impl Inner {
         if let Some(hub) = hub {
             hub.broadcast(&frame, |c| c.user() != user);
         }
-        self.publish(Topic::Room(room.clone()), EventKind::Typing, &frame);
+        if publish {
+            self.publish(Topic::Room(room.clone()), EventKind::Typing, &frame);
+        }
+    }
+
+    fn typers(&self, typer: Typer) -> &Mutex<HashMap<TypingKey, tokio::time::Instant>> {
+        match typer {
+            Typer::Local => &self.typing,
+            Typer::Remote => &self.remote_typing,
+        }
     }
 
     /// Forwards a `typing` frame; after `typing_timeout` without a new `active: true`, the
@@ -669,20 +691,28 @@ impl Inner {
         if !active {
             let was_typing = self.typing.lock().remove(&key).is_some();
             if was_typing {
-                self.push_typing(room, user, false);
+                self.push_typing(room, user, false, Typer::Local);
             }
             return;
         }
         let deadline = tokio::time::Instant::now() + self.config.typing_timeout;
         let first = self.typing.lock().insert(key.clone(), deadline).is_none();
-        self.push_typing(room, user, true);
+        self.push_typing(room, user, true, Typer::Local);
         if first {
-            tokio::spawn(Self::expire_typing(Arc::downgrade(self), key, deadline));
+            tokio::spawn(Self::expire_typing(
+                Arc::downgrade(self),
+                Typer::Local,
+                key,
+                deadline,
+            ));
         }
     }
 
-    async fn expire_typing(
+    /// Pushes `active: false` once `key`'s deadline passes with no later one set (a new
+    /// `active: true` moves it); nothing if the typing stopped meanwhile.
+    pub(crate) async fn expire_typing(
         engine: Weak<Inner>,
+        typer: Typer,
         key: TypingKey,
         mut deadline: tokio::time::Instant,
     ) {
@@ -691,7 +721,7 @@ impl Inner {
             let Some(engine) = engine.upgrade() else {
                 return;
             };
-            let mut typing = engine.typing.lock();
+            let mut typing = engine.typers(typer).lock();
             match typing.get(&key) {
                 // Stopped explicitly (and pushed then), or the user left.
                 None => return,
@@ -699,7 +729,7 @@ impl Inner {
                 Some(_) => {
                     typing.remove(&key);
                     drop(typing);
-                    engine.push_typing(&key.0, &key.1, false);
+                    engine.push_typing(&key.0, &key.1, false, typer);
                     return;
                 }
             }
