@@ -408,12 +408,10 @@ fn is_503_from_the_cap(answer: &str) -> bool {
 
 /// Waits (bounded) until the engine has `sessions` sessions; returns how many it has.
 async fn sessions_settle(server: &TestServer, sessions: usize) -> usize {
-    for _ in 0..1_000 {
-        if server.engine.connections() == sessions {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(Duration::from_secs(10), || {
+        server.engine.connections() == sessions
+    })
+    .await;
     server.engine.connections()
 }
 
@@ -512,12 +510,7 @@ fn newcomer(
     state: impl Fn() -> usize + Send + 'static,
 ) -> JoinHandle<(Client, usize, usize)> {
     tokio::spawn(async move {
-        for _ in 0..5_000 {
-            if ready() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        wait_for(Duration::from_secs(10), ready).await;
         let at_start = state();
         let mut carol = client_from(server, NEWCOMER, "carol").await;
         carol.ok(json!({"type": "ping"})).await;
@@ -820,12 +813,10 @@ struct Stalled {
     heard: usize,
 }
 
-/// Waits, bounded, until `done()` holds.
-async fn wait_for(mut done: impl FnMut() -> bool) {
-    for _ in 0..5_000 {
-        if done() {
-            return;
-        }
+/// Waits until `done()` holds, looking every millisecond, for at most `within`.
+async fn wait_for(within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -834,15 +825,20 @@ async fn wait_for(mut done: impl FnMut() -> bool) {
 /// accept queue is empty, so that the next batch cannot overflow it; returns the longest
 /// queue seen meanwhile.
 async fn batch_accepted(server: &TestServer, connected: &AtomicUsize, count: usize) -> usize {
-    wait_for(|| connected.load(Ordering::Relaxed) >= count).await;
+    wait_for(Duration::from_secs(5), || {
+        connected.load(Ordering::Relaxed) >= count
+    })
+    .await;
     let mut longest = 0;
-    wait_for(|| match accept_queue(server.addr.port()) {
-        Some(queue) => {
-            longest = longest.max(queue);
-            queue == 0
+    wait_for(Duration::from_secs(5), || {
+        match accept_queue(server.addr.port()) {
+            Some(queue) => {
+                longest = longest.max(queue);
+                queue == 0
+            }
+            // Unknown (no /proc/net/tcp): nothing to wait for.
+            None => true,
         }
-        // Unknown (no /proc/net/tcp): nothing to wait for.
-        None => true,
     })
     .await;
     longest
@@ -1002,7 +998,10 @@ async fn open_stalls(server: &TestServer, opening: Opening, closed: &Arc<AtomicU
     let last = match opening {
         Opening::Paced => batch_accepted(server, &connected, STALLED).await,
         Opening::Burst => {
-            wait_for(|| connected.load(Ordering::Relaxed) == STALLED).await;
+            wait_for(Duration::from_secs(5), || {
+                connected.load(Ordering::Relaxed) == STALLED
+            })
+            .await;
             0
         }
     };
