@@ -302,6 +302,19 @@ fn read_stream(data: &[u8], max_message: u64) -> Reading {
         }
         let total = header.size + header.len as usize;
         if rest.len() < total {
+            // What has arrived of a text frame is checked already.
+            let arrived = rest[header.size..]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ header.mask[i % 4]);
+            let so_far = match (header.opcode, &partial) {
+                (0x1, None) => Some(arrived.collect::<Vec<u8>>()),
+                (0x0, Some((true, data))) => Some(data.iter().copied().chain(arrived).collect()),
+                _ => None,
+            };
+            if so_far.is_some_and(|text| never_utf8(&text)) {
+                break End::Violation(1007);
+            }
             break End::Incomplete;
         }
         let payload: Vec<u8> = rest[header.size..total]

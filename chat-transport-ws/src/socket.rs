@@ -187,6 +187,7 @@ pub(crate) fn split(
         shared: shared.clone(),
         pending: read,
         want: 0,
+        arrived: Arrived::default(),
         partial: None,
         keep_binary: false,
         // Frames are at most this plus a 14-byte header: `want` fits in a u32.
@@ -231,6 +232,52 @@ impl Partial {
     }
 }
 
+/// The part of a text frame checked while the rest is still arriving.
+#[derive(Default, Clone, Copy)]
+struct Arrived {
+    unmasked: u32,
+    valid: u32,
+}
+
+/// Checks the bytes of a text frame that arrived since the last check, so that text that
+/// can no longer be UTF-8 fails while its frame is still arriving (RFC 6455 §8.1), not
+/// when the frame ends. `tail` is what the message's earlier fragments left unchecked (at
+/// most the start of one character). Every byte is unmasked once and checked at most
+/// twice (once here, once when its frame or fragment is complete): no rescans.
+fn check_arriving(
+    payload: &mut [u8],
+    mask: [u8; 4],
+    tail: &[u8],
+    arrived: &mut Arrived,
+) -> Result<(), Violation> {
+    let (unmasked, mut valid) = (arrived.unmasked as usize, arrived.valid as usize);
+    wire::unmask(&mut payload[unmasked..], mask, unmasked);
+    // Frames are at most `max_message` (a u32) long.
+    arrived.unmasked = payload.len() as u32;
+    if valid == 0 && !tail.is_empty() {
+        // Complete the earlier fragment's last character with this frame's first bytes.
+        let mut joined = [0u8; 8];
+        let take = payload.len().min(4);
+        joined[..tail.len()].copy_from_slice(tail);
+        joined[tail.len()..tail.len() + take].copy_from_slice(&payload[..take]);
+        match std::str::from_utf8(&joined[..tail.len() + take]) {
+            Err(e) if e.error_len().is_some() && e.valid_up_to() < tail.len() => {
+                return Err(Violation::InvalidUtf8);
+            }
+            Err(e) if e.valid_up_to() < tail.len() => return Ok(()),
+            Ok(_) => valid = take,
+            Err(e) => valid = e.valid_up_to() - tail.len(),
+        }
+    }
+    match std::str::from_utf8(&payload[valid..]) {
+        Ok(_) => valid = payload.len(),
+        Err(e) if e.error_len().is_some() => return Err(Violation::InvalidUtf8),
+        Err(e) => valid += e.valid_up_to(),
+    }
+    arrived.valid = valid as u32;
+    Ok(())
+}
+
 /// What one frame amounts to.
 enum Step {
     Item(Msg),
@@ -249,6 +296,10 @@ pub(crate) struct Reader {
     pending: BytesMut,
     /// The length of the frame at the front of `pending`, once known.
     want: u32,
+    /// Of a text frame still arriving: how much of its payload is unmasked, and how much
+    /// of that is known to be UTF-8 (what lies between is at most the start of one
+    /// character). Both 0 between frames.
+    arrived: Arrived,
     max_message: u32,
     partial: Option<Box<Partial>>,
     /// Whether binary messages keep their bytes (the engine refuses them unread).
@@ -288,11 +339,24 @@ impl Reader {
         let total = header.size + header.len as usize;
         if self.pending.len() < total {
             self.want = u32::try_from(total).unwrap_or(u32::MAX);
+            let tail = match (header.opcode, &self.partial) {
+                // (A new message inside a fragmented one fails when its frame is whole.)
+                (wire::OP_TEXT, None) => Some(&[][..]),
+                (wire::OP_CONTINUATION, Some(partial)) if partial.text => {
+                    Some(&partial.data[partial.checked..])
+                }
+                _ => None,
+            };
+            if let Some(tail) = tail {
+                let payload = &mut self.pending[header.size..];
+                check_arriving(payload, header.mask, tail, &mut self.arrived)?;
+            }
             return Ok(None);
         }
         self.want = 0;
-        let payload = &mut self.pending[header.size..total];
-        wire::unmask(payload, header.mask, 0);
+        let unmasked = std::mem::take(&mut self.arrived).unmasked as usize;
+        let payload = &mut self.pending[header.size + unmasked..total];
+        wire::unmask(payload, header.mask, unmasked);
         let step = self.on_frame(header, total);
         self.pending.advance(total);
         if self.pending.is_empty() {
@@ -411,6 +475,7 @@ impl Reader {
         self.done = true;
         self.pending = BytesMut::new();
         self.partial = None;
+        self.arrived = Arrived::default();
     }
 }
 

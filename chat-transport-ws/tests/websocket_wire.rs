@@ -864,6 +864,66 @@ async fn text_that_cannot_become_utf8_closes_at_its_fragment_not_at_the_message_
     conn.still_works(2).await;
 }
 
+#[tokio::test]
+async fn text_that_cannot_become_utf8_closes_while_its_frame_is_still_arriving() {
+    let addr = start().await;
+    // Only the start of each frame is sent; the rest never comes, so only a check of what
+    // has arrived can close these. The frames declare 64 payload bytes.
+    let padded = |start: &[u8]| {
+        let mut payload = start.to_vec();
+        payload.resize(64, b'a');
+        payload
+    };
+    for start in [&b"{\"x\":\"\xff"[..], b"{\"x\":\"\xe2\x28", b"\xc0"] {
+        for fin in [true, false] {
+            let mut conn = Conn::hello(addr, "alice").await;
+            let bytes = frame(fin, OP_TEXT, &padded(start));
+            // Header (2 + 4 mask bytes) and the bad start.
+            conn.send(&bytes[..6 + start.len()]).await;
+            let closed = conn.read_frame().await;
+            assert_eq!(
+                (closed.opcode, closed.close_code()),
+                (OP_CLOSE, Some(1007)),
+                "{start:?} fin={fin}: {closed:?}"
+            );
+            conn.expect_eof().await;
+        }
+    }
+    // A continuation whose first byte cannot finish the character the last fragment began.
+    let mut conn = Conn::hello(addr, "alice").await;
+    conn.send(&frame(false, OP_TEXT, b"{\"x\":\"\xe2")).await;
+    let bytes = frame(true, OP_CONTINUATION, &padded(b"\x28"));
+    conn.send(&bytes[..7]).await;
+    let closed = conn.read_frame().await;
+    assert_eq!((closed.opcode, closed.close_code()), (OP_CLOSE, Some(1007)));
+
+    // Characters cut between the pieces of a frame, and between a fragment and the pieces
+    // of the next, are not errors: E2 | 82 | AC is one euro sign.
+    let hello = r#"{"type":"hello","id":1,"token":"dev:alice","x":"€€"}"#.as_bytes();
+    let euro = hello.len() - 8;
+    let mut conn = Conn::open(addr).await;
+    let bytes = frame(true, OP_TEXT, hello);
+    let header = bytes.len() - hello.len();
+    let mut at = 0;
+    for cut in [header + euro + 1, header + euro + 2, bytes.len() - 3] {
+        conn.send(&bytes[at..cut]).await;
+        at = cut;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    conn.send(&bytes[at..]).await;
+    assert_hello_reply(&conn.read_json().await, "alice", 1);
+    conn.still_works(2).await;
+    let mut conn = Conn::open(addr).await;
+    conn.send(&frame(false, OP_TEXT, &hello[..euro + 1])).await;
+    let bytes = frame(true, OP_CONTINUATION, &hello[euro + 1..]);
+    let header = bytes.len() - (hello.len() - euro - 1);
+    conn.send(&bytes[..header + 1]).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    conn.send(&bytes[header + 1..]).await;
+    assert_hello_reply(&conn.read_json().await, "alice", 1);
+    conn.still_works(2).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. Size limits
 // ---------------------------------------------------------------------------------------
