@@ -203,6 +203,13 @@ impl std::str::FromStr for Meta {
     }
 }
 
+impl Meta {
+    /// The JSON text, as the client sent it.
+    pub(crate) fn as_json(&self) -> &str {
+        self.0.get()
+    }
+}
+
 impl Serialize for Meta {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)

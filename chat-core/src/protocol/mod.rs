@@ -12,6 +12,7 @@
 
 mod client;
 mod code;
+mod json;
 mod raw;
 mod server;
 

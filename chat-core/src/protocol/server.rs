@@ -381,8 +381,13 @@ impl ServerFrame {
     /// # Ok::<(), chat_core::InvalidId>(())
     /// ```
     pub fn encode(&self) -> Encoded {
-        match serde_json::to_vec(self) {
-            Ok(json) => Encoded(Bytes::from(json)),
+        if let ServerFrame::Message(message) = self {
+            return Encoded(Bytes::from(super::json::message_push(message)));
+        }
+        // Room for most frames: a growing buffer would reallocate several times.
+        let mut json = Vec::with_capacity(256);
+        match serde_json::to_writer(&mut json, self) {
+            Ok(()) => Encoded(Bytes::from(json)),
             // Unreachable: every map key is a string and every value serializable.
             Err(_) => Encoded(Bytes::from_static(
                 br#"{"type":"error","code":"internal","message":"encoding failed"}"#,
