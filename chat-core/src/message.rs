@@ -118,12 +118,12 @@ impl Meta {
     pub fn from_json(json: &str) -> Result<Meta, InvalidMeta> {
         let raw: &RawValue =
             serde_json::from_str(json).map_err(|e| InvalidMeta::NotJson(e.to_string()))?;
-        Self::from_raw(raw)
+        Self::from_raw(raw.get())
     }
 
-    /// Keeps the compact encoding of an already-parsed JSON value, which must be an object.
-    pub(crate) fn from_raw(raw: &RawValue) -> Result<Meta, InvalidMeta> {
-        let text = raw.get();
+    /// Keeps the compact encoding of the text of an already-parsed JSON value, which must
+    /// be an object.
+    pub(crate) fn from_raw(text: &str) -> Result<Meta, InvalidMeta> {
         if !text.starts_with('{') {
             return Err(InvalidMeta::NotObject);
         }
@@ -203,13 +203,6 @@ impl std::str::FromStr for Meta {
     }
 }
 
-impl Meta {
-    /// The JSON text, as the client sent it.
-    pub(crate) fn as_json(&self) -> &str {
-        self.0.get()
-    }
-}
-
 impl Serialize for Meta {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
@@ -219,7 +212,7 @@ impl Serialize for Meta {
 impl<'de> Deserialize<'de> for Meta {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
-        Meta::from_raw(&raw).map_err(de::Error::custom)
+        Meta::from_raw(raw.get()).map_err(de::Error::custom)
     }
 }
 

@@ -7,7 +7,6 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::value::RawValue;
 
 use super::code::ErrorCode;
 use super::raw::{NotObject, RawObject, raw_str};
@@ -236,7 +235,7 @@ impl<'a> Fields<'a> {
     fn optional<T>(
         &self,
         name: &str,
-        parse: impl FnOnce(&'a RawValue) -> Result<T, String>,
+        parse: impl FnOnce(&'a str) -> Result<T, String>,
     ) -> Result<Option<T>, Rejection> {
         match self.obj.get_present(name) {
             None => Ok(None),
@@ -249,7 +248,7 @@ impl<'a> Fields<'a> {
     fn required<T>(
         &self,
         name: &str,
-        parse: impl FnOnce(&'a RawValue) -> Result<T, String>,
+        parse: impl FnOnce(&'a str) -> Result<T, String>,
     ) -> Result<T, Rejection> {
         self.optional(name, parse)?
             .ok_or_else(|| self.bad(format!("`{name}` is required")))
@@ -298,11 +297,11 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn string_field(raw: &RawValue) -> Result<Cow<'_, str>, String> {
+fn string_field(raw: &str) -> Result<Cow<'_, str>, String> {
     raw_str(raw).ok_or_else(|| "must be a string".to_owned())
 }
 
-fn id_field<T>(raw: &RawValue) -> Result<T, String>
+fn id_field<T>(raw: &str) -> Result<T, String>
 where
     T: for<'s> TryFrom<&'s str, Error = InvalidId>,
 {
@@ -310,27 +309,35 @@ where
     T::try_from(&s).map_err(|e| format!("{e} (got {})", Excerpt(&s)))
 }
 
-fn u64_field(raw: &RawValue) -> Result<u64, String> {
-    serde_json::from_str(raw.get())
-        .ok()
+fn u64_field(raw: &str) -> Result<u64, String> {
+    // JSON text already read: only plain digits are an integer (no sign, fraction or
+    // exponent), as serde_json would read a u64.
+    raw.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| raw.parse::<u64>().ok())
+        .flatten()
         .filter(|n| *n <= MAX_SAFE_INTEGER)
         .ok_or_else(|| "must be an integer from 0 to 2^53-1".to_owned())
 }
 
-fn int_field<T>(raw: &RawValue) -> Result<T, String>
+fn int_field<T>(raw: &str) -> Result<T, String>
 where
     T: TryFrom<u64, Error = InvalidId>,
 {
     T::try_from(u64_field(raw)?).map_err(|e| e.to_string())
 }
 
-fn bool_field(raw: &RawValue) -> Result<bool, String> {
-    serde_json::from_str(raw.get()).map_err(|_| "must be true or false".to_owned())
+fn bool_field(raw: &str) -> Result<bool, String> {
+    match raw {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("must be true or false".to_owned()),
+    }
 }
 
 /// Reads a nested value with serde; the error text without serde_json's position suffix.
-fn serde_field<T: DeserializeOwned>(raw: &RawValue) -> Result<T, String> {
-    serde_json::from_str(raw.get()).map_err(|e| {
+fn serde_field<T: DeserializeOwned>(raw: &str) -> Result<T, String> {
+    serde_json::from_str(raw).map_err(|e| {
         let text = e.to_string();
         match text.rfind(" at line ") {
             Some(cut) => text[..cut].to_owned(),

@@ -7,7 +7,7 @@ use crate::message::Message;
 
 /// `{"type":"message","room":…,"seq":…,"from":…,"cid":…,"body":…,"ts":…[,"meta":…]}`.
 pub(super) fn message_push(m: &Message) -> Vec<u8> {
-    let meta = m.meta.as_ref().map(|meta| meta.as_json());
+    let meta = m.meta.as_ref().map(|meta| meta.as_str());
     let strings = m.room.as_str().len() + m.from.as_str().len() + m.cid.as_str().len();
     // Fixed text and numbers take under 100 bytes; escapes are rare.
     let mut out =
@@ -40,16 +40,11 @@ fn string(out: &mut Vec<u8>, s: &str) {
     // `bytes[start..at]` needs no escape and is not written yet.
     let (mut start, mut at) = (0, 0);
     while at < bytes.len() {
-        while let Some(word) = bytes.get(at..at + 8) {
-            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
-            if needs_escape(word) {
-                break;
-            }
-            at += 8;
-        }
+        at += plain_prefix(&bytes[at..]);
         let Some(&byte) = bytes.get(at) else {
             break;
         };
+        // A byte that needs an escape: its short form, or 0 for `\u00xx`.
         let short = match byte {
             b'"' => b'"',
             b'\\' => b'\\',
@@ -58,11 +53,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
             0x0A => b'n',
             0x0C => b'f',
             0x0D => b'r',
-            0x00..=0x1F => 0,
-            _ => {
-                at += 1;
-                continue;
-            }
+            _ => 0,
         };
         out.extend_from_slice(&bytes[start..at]);
         if short == 0 {
@@ -78,6 +69,22 @@ fn string(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// How many bytes from the start of `bytes` need no escape in a JSON string (none is
+/// below 0x20, `"` or `\`): the length of `bytes` when none does.
+pub(super) fn plain_prefix(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(word) = bytes.get(at..at + 8) {
+        if needs_escape(u64::from_le_bytes(word.try_into().unwrap_or_default())) {
+            break;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .unwrap_or(bytes.len() - at)
 }
 
 /// Whether any of the eight bytes is below 0x20, `"` or `\` (it may say so of a word

@@ -413,7 +413,7 @@ impl ServerFrame {
         Ok(match &*kind {
             "ok" => {
                 let id = match obj.get_present("id") {
-                    Some(raw) => Some(parse::<RequestId>(raw.get().as_bytes())?),
+                    Some(raw) => Some(parse::<RequestId>(raw.as_bytes())?),
                     None => None,
                 };
                 let body = if obj.has("session") {
