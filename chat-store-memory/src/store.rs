@@ -1,5 +1,6 @@
 //! The in-memory message store and delivery tracker.
 
+use std::collections::hash_map::Entry;
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hash};
@@ -152,17 +153,22 @@ impl MessageStore for MemoryStore {
     async fn append(&self, message: NewMessage) -> Result<Appended> {
         let room = self.get(&message.room)?;
         let mut room = room.write();
-        let key = (message.from.clone(), message.cid.clone());
-        if let Some(seq) = room.by_cid.get(&key) {
-            let original = room.messages[position(*seq, room.messages.len()) - 1].clone();
-            return Ok(Appended {
-                message: original,
-                dup: true,
-            });
-        }
         let seq = room.latest().next();
+        let key = (message.from.clone(), message.cid.clone());
+        // One hash of the key, whether it is new or not.
+        match room.by_cid.entry(key) {
+            Entry::Occupied(known) => {
+                let at = position(*known.get(), room.messages.len()) - 1;
+                return Ok(Appended {
+                    message: room.messages[at].clone(),
+                    dup: true,
+                });
+            }
+            Entry::Vacant(new) => {
+                new.insert(seq);
+            }
+        }
         let stored = message.into_message(seq);
-        room.by_cid.insert(key, seq);
         room.messages.push(stored.clone());
         Ok(Appended {
             message: stored,
