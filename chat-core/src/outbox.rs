@@ -228,6 +228,9 @@ impl Outbox {
                     return false;
                 }
                 if !state.queue.is_empty() {
+                    if batch.capacity() == 0 {
+                        *batch = spare::take_batch();
+                    }
                     batch.extend(state.queue.drain(..));
                     state.bytes = 0;
                     let paced = state.paced > 0;
@@ -249,9 +252,45 @@ impl Outbox {
                 }
             }
             if batch.capacity() > 0 {
-                *batch = Vec::new();
+                spare::give_batch(std::mem::take(batch));
             }
             ready.await;
+        }
+    }
+}
+
+/// One spare batch per thread: a writer going idle leaves its batch's buffer here rather
+/// than with the allocator, and the next writer woken on this thread takes it (a writer
+/// takes and leaves it within one poll). At most a few KiB per thread; nothing per
+/// connection.
+mod spare {
+    use std::cell::Cell;
+
+    use super::Outbound;
+
+    /// Buffers with room for more frames than this go back to the allocator.
+    const MAX_FRAMES: usize = 64;
+
+    thread_local! {
+        static BATCH: Cell<Vec<Outbound>> = const { Cell::new(Vec::new()) };
+    }
+
+    pub(super) fn take_batch() -> Vec<Outbound> {
+        BATCH.take()
+    }
+
+    /// Keeps an emptied batch's buffer (the larger of it and the one kept).
+    pub(super) fn give_batch(mut batch: Vec<Outbound>) {
+        batch.clear();
+        if batch.capacity() <= MAX_FRAMES {
+            BATCH.with(|kept| {
+                let old = kept.take();
+                kept.set(if old.capacity() >= batch.capacity() {
+                    old
+                } else {
+                    batch
+                });
+            });
         }
     }
 }
