@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Debug};
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use parking_lot::Mutex;
 
@@ -24,6 +25,9 @@ pub struct LocalConnection {
     pub(crate) outbox: Outbox,
     /// The rooms whose hub this connection is in: the engine's membership cache.
     pub(crate) rooms: Mutex<HashSet<RoomId>>,
+    /// When the peer was last heard from, in milliseconds after its session started: the
+    /// reader notes it, the heartbeat reads it.
+    pub(crate) heard: AtomicU64,
 }
 
 impl Debug for LocalConnection {
@@ -44,6 +48,7 @@ impl LocalConnection {
             session,
             outbox,
             rooms: Mutex::default(),
+            heard: AtomicU64::new(0),
         }
     }
 

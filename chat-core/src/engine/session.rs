@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
@@ -124,20 +124,18 @@ where
         tracing::debug!(user = %conn.user(), conn = %conn.id(), peer = ?peer.addr, "session open");
 
         let started = Instant::now();
-        let heard = AtomicU64::new(0);
         // The parts of a session, polled together (see `Parts`).
         let mut parts = Parts::new();
         parts.push(Box::pin(async {
-            read_loop(&engine, &conn, &mut inbound, &heard, started).await;
+            read_loop(&engine, &conn, &mut inbound, started).await;
             Part::Reader
         }));
-        parts.push(Box::pin(async {
+        parts.push_every_wake(Box::pin(async {
             write_loop(&conn, &mut outbound).await;
             Part::Writer
         }));
         parts.push(Box::pin(heartbeat(
             &conn,
-            &heard,
             started,
             engine.config.heartbeat,
             expires,
@@ -570,12 +568,11 @@ async fn write_loop<O: Sink<Outbound> + Unpin>(conn: &LocalConnection, outbound:
 /// closes with 4001. One timer, reset to whichever comes first.
 async fn heartbeat(
     conn: &LocalConnection,
-    heard: &AtomicU64,
     started: Instant,
     every: Duration,
     mut expires: Option<Instant>,
 ) -> Part {
-    let last_heard = || started + Duration::from_millis(heard.load(Ordering::Relaxed));
+    let last_heard = || started + Duration::from_millis(conn.heard.load(Ordering::Relaxed));
     let mut next_ping = started + every;
     let mut close_by: Option<Instant> = None;
     let timer = tokio::time::sleep_until(next_ping);
@@ -631,7 +628,6 @@ async fn read_loop<I: Stream<Item = Inbound> + Unpin>(
     engine: &Arc<Inner>,
     conn: &Arc<LocalConnection>,
     inbound: &mut I,
-    heard: &AtomicU64,
     started: Instant,
 ) {
     let session = Session { engine, conn };
@@ -639,7 +635,7 @@ async fn read_loop<I: Stream<Item = Inbound> + Unpin>(
     let violations = engine.config.rate_violations;
     let mut strikes = TokenBucket::new(violations, violations.div_ceil(10));
     while let Some(frame) = inbound.next().await {
-        heard.store(
+        conn.heard.store(
             u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
