@@ -2,7 +2,9 @@
 
 use std::collections::VecDeque;
 use std::pin::pin;
+use std::task::{Poll, Waker};
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -52,8 +54,9 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    /// Wakes the writer: frames or a close are waiting.
-    writer: Notify,
+    /// The writer's waker, woken when frames or a close are waiting. There is one writer;
+    /// it registers before it looks at the queue, so a push after the look wakes it.
+    writer: AtomicWaker,
     /// Wakes paced pushers: the writer drained the queue, or the connection closed.
     space: Notify,
     limits: OutboxLimits,
@@ -63,7 +66,7 @@ impl Outbox {
     pub(crate) fn new(limits: OutboxLimits) -> Outbox {
         Outbox {
             state: Mutex::default(),
-            writer: Notify::new(),
+            writer: AtomicWaker::new(),
             space: Notify::new(),
             limits,
         }
@@ -92,7 +95,7 @@ impl Outbox {
         // The writer waits only on an empty queue: a frame joining others needs no wake-up
         // (the writer looks at the queue again after each batch).
         if was_empty {
-            self.writer.notify_one();
+            self.writer.wake();
         }
         Ok(())
     }
@@ -106,7 +109,7 @@ impl Outbox {
             state.bytes += frame.len();
             state.queue.push_front(Outbound::Frame(frame));
             drop(state);
-            self.writer.notify_one();
+            self.writer.wake();
         }
     }
 
@@ -147,7 +150,7 @@ impl Outbox {
         if state.close.is_none() {
             state.queue.push_back(Outbound::Ping);
             drop(state);
-            self.writer.notify_one();
+            self.writer.wake();
         }
     }
 
@@ -172,7 +175,7 @@ impl Outbox {
     }
 
     fn wake_all(&self) {
-        self.writer.notify_one();
+        self.writer.wake();
         self.space.notify_waiters();
     }
 
@@ -219,43 +222,44 @@ impl Outbox {
     ///
     /// Cancel safe: items are only taken by a call that returns.
     pub(crate) async fn next_batch(&self, batch: &mut Vec<Outbound>) -> bool {
-        loop {
-            let mut ready = pin!(self.writer.notified());
-            ready.as_mut().enable();
-            {
-                let mut state = self.state.lock();
-                if state.finished {
-                    return false;
-                }
-                if !state.queue.is_empty() {
-                    if batch.capacity() == 0 {
-                        *batch = spare::take_batch();
-                    }
-                    batch.extend(state.queue.drain(..));
-                    state.bytes = 0;
-                    let paced = state.paced > 0;
-                    drop(state);
-                    if paced {
-                        self.space.notify_waiters();
-                    }
-                    return true;
-                }
-                if let Some(code) = state.close {
-                    state.finished = true;
-                    batch.push(Outbound::Close(code));
-                    return true;
-                }
-                // Going idle: an idle connection keeps no queue memory (a burst's buffers
-                // would otherwise stay with every connection that ever had one).
-                if state.queue.capacity() > 0 {
-                    state.queue = VecDeque::new();
-                }
-            }
-            if batch.capacity() > 0 {
-                spare::give_batch(std::mem::take(batch));
-            }
-            ready.await;
+        std::future::poll_fn(|cx| self.poll_batch(cx.waker(), batch)).await
+    }
+
+    fn poll_batch(&self, waker: &Waker, batch: &mut Vec<Outbound>) -> Poll<bool> {
+        // Before the queue is looked at: a push after the look wakes this poll's waker.
+        self.writer.register(waker);
+        let mut state = self.state.lock();
+        if state.finished {
+            return Poll::Ready(false);
         }
+        if !state.queue.is_empty() {
+            if batch.capacity() == 0 {
+                *batch = spare::take_batch();
+            }
+            batch.extend(state.queue.drain(..));
+            state.bytes = 0;
+            let paced = state.paced > 0;
+            drop(state);
+            if paced {
+                self.space.notify_waiters();
+            }
+            return Poll::Ready(true);
+        }
+        if let Some(code) = state.close {
+            state.finished = true;
+            batch.push(Outbound::Close(code));
+            return Poll::Ready(true);
+        }
+        // Going idle: an idle connection keeps no queue memory (a burst's buffers would
+        // otherwise stay with every connection that ever had one).
+        if state.queue.capacity() > 0 {
+            state.queue = VecDeque::new();
+        }
+        drop(state);
+        if batch.capacity() > 0 {
+            spare::give_batch(std::mem::take(batch));
+        }
+        Poll::Pending
     }
 }
 
