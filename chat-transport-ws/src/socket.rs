@@ -674,3 +674,57 @@ impl Sink<Outbound> for Writer {
         self.flush(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+
+    /// Checks `text` (after `tail`, what earlier fragments left unchecked) as it would
+    /// arrive in pieces ending at `cuts`, then whole: the first piece that fails, if any.
+    fn arriving(tail: &[u8], text: &[u8], cuts: &[usize]) -> Result<Vec<u8>, usize> {
+        let mut payload = text.to_vec();
+        wire::unmask(&mut payload, MASK, 0);
+        let mut arrived = Arrived::default();
+        for &cut in cuts.iter().chain([&text.len()]) {
+            if check_arriving(&mut payload[..cut], MASK, tail, &mut arrived).is_err() {
+                return Err(cut);
+            }
+        }
+        Ok(payload)
+    }
+
+    #[test]
+    fn characters_cut_anywhere_pass_and_arrive_unmasked() {
+        let text = "a€b€".as_bytes();
+        for first in 0..=text.len() {
+            for second in first..=text.len() {
+                assert_eq!(
+                    arriving(&[], text, &[first, second]).as_deref(),
+                    Ok(text),
+                    "{first} {second}"
+                );
+            }
+        }
+        // The euro sign begun by an earlier fragment (E2), finished by this frame.
+        let rest = [0x82, 0xAC, b'x', 0xE2, 0x82, 0xAC];
+        for cut in 0..=rest.len() {
+            assert_eq!(arriving(&[0xE2], &rest, &[cut]).as_deref(), Ok(&rest[..]));
+        }
+    }
+
+    #[test]
+    fn text_that_can_no_longer_be_utf8_fails_at_the_piece_that_shows_it() {
+        // E2 28: no continuation can follow E2 with 28. Known once the 28 is in.
+        let text = b"ab\xe2\x28cd";
+        for cut in 0..text.len() {
+            let expected = if cut >= 4 { cut } else { text.len() };
+            assert_eq!(arriving(&[], text, &[cut]), Err(expected), "{cut}");
+        }
+        for cut in 0..3 {
+            let expected = if cut >= 1 { cut } else { 3 };
+            assert_eq!(arriving(&[0xE2], b"\x28ab", &[cut]), Err(expected), "{cut}");
+        }
+    }
+}
