@@ -174,6 +174,12 @@ mod tests {
         }))
     }
 
+    /// One poll, with a waker that does nothing (the tests poll by hand).
+    fn poll_once(parts: &mut Parts<'_>) -> Poll<Option<Part>> {
+        let waker = futures_util::task::noop_waker();
+        Pin::new(parts).poll_next(&mut Context::from_waker(&waker))
+    }
+
     #[test]
     fn a_wake_up_for_the_writer_polls_only_the_writer() {
         let (writer_polls, other_polls) = (AtomicUsize::new(0), AtomicUsize::new(0));
@@ -181,9 +187,7 @@ mod tests {
         let mut parts = Parts::new();
         parts.push(counted(&other_polls, &to_other, 2, Part::Reader));
         parts.push_every_wake(counted(&writer_polls, &to_writer, 3, Part::Writer));
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        let mut poll = || Pin::new(&mut parts).poll_next(&mut cx);
+        let mut poll = || poll_once(&mut parts);
         let counts = || {
             (
                 writer_polls.load(Ordering::Relaxed),
@@ -218,9 +222,7 @@ mod tests {
         let mut parts = Parts::new();
         parts.push(counted(&first_polls, &notify, 1, Part::CaughtUp));
         parts.push(counted(&second_polls, &notify, 2, Part::Reader));
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        let mut poll = || Pin::new(&mut parts).poll_next(&mut cx);
+        let mut poll = || poll_once(&mut parts);
         assert!(poll().is_pending());
         // Both wait on the same `Notify`: one wake-up for both.
         notify.notify_waiters();
