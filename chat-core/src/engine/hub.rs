@@ -92,13 +92,14 @@ struct Member {
 impl Member {
     /// Hands one message to the member; `false` when it should be dropped from the hub.
     fn offer(&mut self, seq: Seq, frame: &Encoded, buffer_cap: usize) -> bool {
-        if self.conn.is_closed() {
-            return false;
-        }
         if seq <= self.floor {
             return true;
         }
         match &mut self.buffer {
+            // A live member's push refuses a closed connection and closes one whose queue
+            // is full (4008): one lock of the queue per delivery, not two.
+            None => self.conn.push(frame.clone()).is_ok(),
+            Some(_) if self.conn.is_closed() => false,
             Some(buffer) if buffer.len() >= buffer_cap => {
                 self.conn.close(CloseCode::SlowConsumer);
                 false
@@ -107,8 +108,6 @@ impl Member {
                 buffer.push((seq, frame.clone()));
                 true
             }
-            // A full queue closes the connection (4008); it leaves at the next message.
-            None => self.conn.push(frame.clone()).is_ok(),
         }
     }
 }
@@ -639,6 +638,30 @@ mod tests {
             "merged, never lower"
         );
         assert_eq!(receipts(&alice_a).await, [(5, 3)], "not back to the sender");
+    }
+
+    #[test]
+    fn closed_and_overflowing_members_leave_at_the_next_message() {
+        let (open, closed, full) = (
+            connection(1, "alice"),
+            connection(2, "bob"),
+            connection(3, "carol"),
+        );
+        let frame = || ServerFrame::ok(None, crate::protocol::ReplyBody::Empty).encode();
+        closed.close(CloseCode::ShuttingDown);
+        for _ in 0..64 {
+            full.push(frame()).unwrap();
+        }
+        let hub = hub_with(&[&open, &closed, &full]);
+        hub.state.lock().ready = true;
+        hub.state.lock().accept(Seq::new(1).unwrap(), frame(), 16);
+        let state = hub.state.lock();
+        assert_eq!(state.delivered, Seq::new(1).unwrap());
+        let mut left: Vec<_> = state.members.keys().copied().collect();
+        left.sort();
+        assert_eq!(left, [ConnectionId(1)], "the open member stays");
+        assert_eq!(full.outbox.closing(), Some(CloseCode::SlowConsumer));
+        assert_eq!(closed.outbox.closing(), Some(CloseCode::ShuttingDown));
     }
 
     #[tokio::test]
