@@ -6,6 +6,7 @@
 //! cargo bench --bench ws_load -- --quick             # tiny sizes (what CI runs)
 //! cargo bench --bench ws_load -- --scenarios fanout,idle --servers chat-engine,raw-tungstenite
 //! cargo bench --bench ws_load -- --scenarios direct --dm-rate 5000   # another offered rate
+//! cargo bench --bench ws_load -- --scenarios direct --dm-arrivals ticks  # 1 ms lockstep bursts
 //! cargo bench --bench ws_load -- --rounds 5           # every scenario five times
 //! ```
 //!
@@ -46,7 +47,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use conn::{Kind, Result};
-use scenario::{Better, Metric, Sizes};
+use scenario::{Arrivals, Better, Metric, Sizes};
 use server::ServerProcess;
 
 const SCENARIOS: [&str; 4] = ["fanout", "direct", "idle", "storm"];
@@ -55,6 +56,7 @@ const KINDS: [Kind; 3] = [Kind::Chat, Kind::Raw, Kind::SocketIo];
 struct Options {
     quick: bool,
     dm_rate: Option<usize>,
+    dm_arrivals: Option<Arrivals>,
     /// Rounds per scenario (`None`: three for fan-out, which is short and the noisiest,
     /// one for the others).
     rounds: Option<usize>,
@@ -69,6 +71,7 @@ fn options() -> std::result::Result<Options, String> {
     let mut scenarios: Vec<String> = SCENARIOS.iter().map(|s| (*s).to_owned()).collect();
     let mut kinds = KINDS.to_vec();
     let mut dm_rate = None;
+    let mut dm_arrivals = None;
     let mut rounds = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -77,6 +80,13 @@ fn options() -> std::result::Result<Options, String> {
             "--dm-rate" => {
                 let rate = it.next().ok_or("--dm-rate needs a number")?;
                 dm_rate = Some(rate.parse().map_err(|_| format!("--dm-rate {rate}"))?);
+            }
+            "--dm-arrivals" => {
+                dm_arrivals = Some(match it.next().map(String::as_str) {
+                    Some("poisson") => Arrivals::Poisson,
+                    Some("ticks") => Arrivals::Ticks,
+                    _ => return Err("--dm-arrivals takes poisson or ticks".to_owned()),
+                });
             }
             "--rounds" => {
                 let n = it.next().ok_or("--rounds needs a number")?;
@@ -112,6 +122,7 @@ fn options() -> std::result::Result<Options, String> {
     Ok(Options {
         quick,
         dm_rate,
+        dm_arrivals,
         rounds,
         scenarios,
         kinds,
@@ -231,6 +242,9 @@ fn main() {
     };
     if let Some(rate) = options.dm_rate {
         sizes.dm_rate = rate;
+    }
+    if let Some(arrivals) = options.dm_arrivals {
+        sizes.dm_arrivals = arrivals;
     }
     let mut kinds = options.kinds.clone();
     if kinds.contains(&Kind::SocketIo) {

@@ -11,8 +11,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::conn::{Conn, Result, Rx, Setup, connect};
+use crate::conn::{Conn, Result, Rx, Setup, Tx, connect};
 use crate::server::{ServerProcess, cpu_of};
+
+/// How the direct scenario spreads its messages over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrivals {
+    /// Each message at its own time, as many independent users make it (a Poisson
+    /// process at the offered rate).
+    Poisson,
+    /// Every millisecond, the messages due by then back to back.
+    Ticks,
+}
 
 /// Sizes of every scenario.
 #[derive(Debug, Clone)]
@@ -23,6 +33,7 @@ pub struct Sizes {
     pub dm_users: usize,
     pub dm_rate: usize,
     pub dm_seconds: u64,
+    pub dm_arrivals: Arrivals,
     pub idle_connections: usize,
     pub storm_clients: usize,
     pub storm_missed: usize,
@@ -37,6 +48,7 @@ impl Sizes {
             dm_users: 10_000,
             dm_rate: 20_000,
             dm_seconds: 5,
+            dm_arrivals: Arrivals::Poisson,
             idle_connections: 10_000,
             storm_clients: 5_000,
             storm_missed: 100,
@@ -51,6 +63,7 @@ impl Sizes {
             dm_users: 200,
             dm_rate: 1_000,
             dm_seconds: 1,
+            dm_arrivals: Arrivals::Poisson,
             idle_connections: 200,
             storm_clients: 100,
             storm_missed: 20,
@@ -368,26 +381,22 @@ pub async fn direct(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
     );
     let own = std::process::id();
     let (cpu0, own0, t0) = (server.cpu()?, cpu_of(own)?, Instant::now());
-    let mut random = 0x9e37_79b9_7f4a_7c15u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let per_tick = (sizes.dm_rate as u64).div_ceil(1_000);
-    let mut sent = 0u64;
-    while sent < total {
-        tick.tick().await;
-        // Catch up to the schedule (a late tick sends what it owes).
-        let due = ((t0.elapsed().as_secs_f64() * sizes.dm_rate as f64) as u64)
-            .max(sent + per_tick)
-            .min(total);
-        while sent < due {
-            random ^= random << 13;
-            random ^= random >> 7;
-            random ^= random << 17;
-            let (tx, partner) = &mut senders[(random % n as u64) as usize];
-            tx.send_user(partner, &body(sent + 1)).await?;
-            sent += 1;
+    // The senders stay open until every delivery is in: dropping them closes connections.
+    let mut _kept = None;
+    let sent = match sizes.dm_arrivals {
+        Arrivals::Ticks => send_on_ticks(&mut senders, sizes, t0, &progress).await?,
+        Arrivals::Poisson => {
+            let (rate, runtime) = (sizes.dm_rate, tokio::runtime::Handle::current());
+            let progress = progress.clone();
+            let (sent, back) = tokio::task::spawn_blocking(move || {
+                let sent = send_poisson(&mut senders, rate, total, t0, &progress, &runtime);
+                (sent, senders)
+            })
+            .await?;
+            _kept = Some(back);
+            sent?
         }
-        progress.set_position(sent);
-    }
+    };
     let offered = sent as f64 / t0.elapsed().as_secs_f64();
     delivered.reach(total, "deliveries").await?;
     let (cpu1, own1) = (server.cpu()?, cpu_of(own)?);
@@ -411,6 +420,80 @@ pub async fn direct(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
             Better::Lower,
         ),
     ])
+}
+
+/// Picks senders at random (xorshift: the same sequence for every server).
+struct Picker(u64);
+
+impl Picker {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+
+    /// A uniform draw in (0, 1].
+    fn unit(&mut self) -> f64 {
+        (self.next(1 << 30) as f64 + 1.0) / (1u64 << 30) as f64
+    }
+}
+
+/// The schedule in lockstep bursts: every millisecond tick sends the messages due by then,
+/// back to back (`--dm-arrivals ticks`).
+async fn send_on_ticks(
+    senders: &mut [(Box<dyn Tx>, String)],
+    sizes: &Sizes,
+    t0: Instant,
+    progress: &ProgressBar,
+) -> Result<u64> {
+    let total = sizes.dm_rate as u64 * sizes.dm_seconds;
+    let mut picker = Picker(0x9e37_79b9_7f4a_7c15);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let per_tick = (sizes.dm_rate as u64).div_ceil(1_000);
+    let mut sent = 0u64;
+    while sent < total {
+        tick.tick().await;
+        // Catch up to the schedule (a late tick sends what it owes).
+        let due = ((t0.elapsed().as_secs_f64() * sizes.dm_rate as f64) as u64)
+            .max(sent + per_tick)
+            .min(total);
+        while sent < due {
+            let (tx, partner) = &mut senders[picker.next(senders.len())];
+            tx.send_user(partner, &body(sent + 1)).await?;
+            sent += 1;
+        }
+        progress.set_position(sent);
+    }
+    Ok(sent)
+}
+
+/// The schedule as independent users make it: a Poisson process at `rate`, each message
+/// sent at its own time (the default). Runs on a thread of its own, which sleeps between
+/// sends: tokio's timers tick by the millisecond.
+fn send_poisson(
+    senders: &mut [(Box<dyn Tx>, String)],
+    rate: usize,
+    total: u64,
+    t0: Instant,
+    progress: &ProgressBar,
+    runtime: &tokio::runtime::Handle,
+) -> Result<u64> {
+    let mut picker = Picker(0x9e37_79b9_7f4a_7c15);
+    let mut at = 0.0f64;
+    for sent in 0..total {
+        at += -picker.unit().ln() / rate as f64;
+        let due = t0 + Duration::from_secs_f64(at);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let (tx, partner) = &mut senders[picker.next(senders.len())];
+        runtime.block_on(tx.send_user(partner, &body(sent + 1)))?;
+        if sent % 1_000 == 0 {
+            progress.set_position(sent);
+        }
+    }
+    Ok(total)
 }
 
 /// `idle_connections` clients connect (and, where the protocol has it, authenticate) and
