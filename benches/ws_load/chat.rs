@@ -94,7 +94,7 @@ pub async fn connect(addr: SocketAddr, user: &str, source: IpAddr, setup: Setup)
     let mut rx = ChatRx {
         stream,
         early: VecDeque::new(),
-        rooms,
+        rooms: rooms.into_iter().collect(),
         skip_from: setup.skip_own.then(|| user.to_owned()),
     };
     for text in early {
@@ -167,8 +167,9 @@ impl Tx for ChatTx {
 struct ChatRx {
     stream: SplitStream<Ws>,
     early: VecDeque<Delivered>,
-    /// room → (epoch, last seq received).
-    rooms: HashMap<String, (String, u64)>,
+    /// room → (epoch, last seq received). A client is in one room or a few: a list looked
+    /// through beats hashing the room of every delivery.
+    rooms: Vec<(String, (String, u64))>,
     /// This client's user, when its own messages are to be skipped.
     skip_from: Option<String>,
 }
@@ -187,9 +188,12 @@ impl ChatRx {
                 "body" => body = Some(value),
                 _ => {}
             }
+            if room.is_some() && seq.is_some() && from.is_some() && body.is_some() {
+                break;
+            }
         }
         let (room, seq) = (room?, seq?);
-        if let Some((_, last)) = self.rooms.get_mut(room) {
+        if let Some((_, (_, last))) = self.rooms.iter_mut().find(|(r, _)| r == room) {
             *last = (*last).max(seq);
         }
         if self.skip_from.is_some() && from == self.skip_from.as_deref() {
@@ -225,7 +229,7 @@ impl Rx for ChatRx {
     }
 
     fn resume(&self) -> Option<Resume> {
-        let (room, (epoch, seq)) = self.rooms.iter().next()?;
+        let (room, (epoch, seq)) = self.rooms.first()?;
         Some(Resume::Chat {
             room: room.clone(),
             epoch: epoch.clone(),
