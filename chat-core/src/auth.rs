@@ -137,15 +137,22 @@ pub trait Authorizer: Send + Sync + fmt::Debug + 'static {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultAuthorizer;
 
-#[async_trait]
-impl Authorizer for DefaultAuthorizer {
-    async fn authorize(&self, user: &UserId, room: &RoomId, _action: Action) -> Result<()> {
+impl DefaultAuthorizer {
+    /// The policy: only its two users may do anything in a direct room.
+    pub(crate) fn check(user: &UserId, room: &RoomId) -> Result<()> {
         if room.is_direct() && !room.is_direct_participant(user) {
             return Err(Error::Forbidden(format!(
                 "{room} is the direct room of two other users"
             )));
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Authorizer for DefaultAuthorizer {
+    async fn authorize(&self, user: &UserId, room: &RoomId, _action: Action) -> Result<()> {
+        DefaultAuthorizer::check(user, room)
     }
 }
 

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use self::cluster::Cluster;
 pub use self::config::EngineConfig;
 use self::hub::{Attach, HubSettings, Hubs};
-use crate::auth::{Authenticator, Authorizer, DefaultAuthorizer};
+use crate::auth::{Authenticator, Authorizer};
 use crate::broker::{Broker, EventKind, Topic};
 use crate::connection::{ConnectionManager, LocalConnection, LocalConnections};
 use crate::delivery::DeliveryTracker;
@@ -112,7 +112,8 @@ pub struct EngineBuilder {
     delivery: Arc<dyn DeliveryTracker>,
     presence: Arc<dyn PresenceTracker>,
     authenticator: Arc<dyn Authenticator>,
-    authorizer: Arc<dyn Authorizer>,
+    /// `None`: the default policy, which the session applies itself.
+    authorizer: Option<Arc<dyn Authorizer>>,
     connections: Arc<dyn ConnectionManager>,
     config: EngineConfig,
     node: Option<NodeId>,
@@ -133,7 +134,7 @@ impl EngineBuilder {
             delivery,
             presence,
             authenticator,
-            authorizer: Arc::new(DefaultAuthorizer),
+            authorizer: None,
             connections: Arc::new(LocalConnections::new()),
             config: EngineConfig::default(),
             node: None,
@@ -142,9 +143,9 @@ impl EngineBuilder {
         }
     }
 
-    /// Who may do what (default: [`DefaultAuthorizer`]).
+    /// Who may do what (default: [`DefaultAuthorizer`](crate::auth::DefaultAuthorizer)).
     pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
-        self.authorizer = authorizer;
+        self.authorizer = Some(authorizer);
         self
     }
 
@@ -401,7 +402,9 @@ struct Inner {
     delivery: Arc<dyn DeliveryTracker>,
     presence: Arc<dyn PresenceTracker>,
     authenticator: Arc<dyn Authenticator>,
-    authorizer: Arc<dyn Authorizer>,
+    /// `None`: `DefaultAuthorizer`'s policy only, applied by the session: no call and no
+    /// boxed future per request.
+    authorizer: Option<Arc<dyn Authorizer>>,
     connections: Arc<dyn ConnectionManager>,
     hubs: Arc<Hubs>,
     /// The broker side, when there are other nodes.

@@ -12,7 +12,7 @@ use super::hub::{Attach, Hub};
 use super::parts::Parts;
 use super::rate::TokenBucket;
 use super::{Admission, Inbound, Inner, Peer};
-use crate::auth::Action;
+use crate::auth::{Action, DefaultAuthorizer};
 use crate::broker::{EventKind, Topic};
 use crate::connection::LocalConnection;
 use crate::delivery::CursorUpdate;
@@ -791,16 +791,14 @@ impl Session<'_> {
         }
     }
 
+    /// The direct-room rule, whatever the authorizer, then the authorizer if one was set
+    /// (the default policy is that rule alone).
     async fn authorize(&self, room: &RoomId, action: Action) -> Result<()> {
-        if room.is_direct() && !room.is_direct_participant(self.user()) {
-            return Err(Error::Forbidden(format!(
-                "{room} is the direct room of two other users"
-            )));
+        DefaultAuthorizer::check(self.user(), room)?;
+        match &self.engine.authorizer {
+            Some(authorizer) => authorizer.authorize(self.user(), room, action).await,
+            None => Ok(()),
         }
-        self.engine
-            .authorizer
-            .authorize(self.user(), room, action)
-            .await
     }
 
     /// Refuses a new membership beyond `max_rooms_per_user`.
