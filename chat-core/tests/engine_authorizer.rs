@@ -28,15 +28,9 @@ impl Authorizer for ReadOnlyAnnouncements {
 }
 
 fn engine() -> Engine {
-    let store = Arc::new(chat_store_memory::MemoryStore::new());
-    Engine::builder(
-        store.clone(),
-        store,
-        Arc::new(chat_store_memory::MemoryPresence::default()),
-        Arc::new(DevAuthenticator),
-    )
-    .authorizer(Arc::new(ReadOnlyAnnouncements))
-    .build()
+    chat_store_memory::engine_builder(Arc::new(DevAuthenticator))
+        .authorizer(Arc::new(ReadOnlyAnnouncements))
+        .build()
 }
 
 #[tokio::test]

@@ -13,15 +13,9 @@ use serde_json::json;
 use support::Conn;
 
 fn engine() -> Engine {
-    let store = Arc::new(chat_store_memory::MemoryStore::new());
-    Engine::builder(
-        store.clone(),
-        store,
-        Arc::new(chat_store_memory::MemoryPresence::default()),
-        Arc::new(DevAuthenticator),
-    )
-    .config(EngineConfig::default())
-    .build()
+    chat_store_memory::engine_builder(Arc::new(DevAuthenticator))
+        .config(EngineConfig::default())
+        .build()
 }
 
 /// One message, many recipients, one serialization: every recipient's frame is the same
