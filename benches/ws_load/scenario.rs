@@ -382,9 +382,11 @@ pub async fn direct(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
     let own = std::process::id();
     let (cpu0, own0, t0) = (server.cpu()?, cpu_of(own)?, Instant::now());
     // The senders stay open until every delivery is in: dropping them closes connections.
-    let mut _kept = None;
-    let sent = match sizes.dm_arrivals {
-        Arrivals::Ticks => send_on_ticks(&mut senders, sizes, t0, &progress).await?,
+    let (sent, _senders) = match sizes.dm_arrivals {
+        Arrivals::Ticks => (
+            send_on_ticks(&mut senders, sizes, t0, &progress).await?,
+            senders,
+        ),
         Arrivals::Poisson => {
             let (rate, runtime) = (sizes.dm_rate, tokio::runtime::Handle::current());
             let progress = progress.clone();
@@ -393,8 +395,7 @@ pub async fn direct(server: &ServerProcess, sizes: &Sizes) -> Result<Vec<Metric>
                 (sent, senders)
             })
             .await?;
-            _kept = Some(back);
-            sent?
+            (sent?, back)
         }
     };
     let offered = sent as f64 / t0.elapsed().as_secs_f64();

@@ -306,11 +306,7 @@ impl RoomId {
     /// The direct room of two users: `dm:` + both ids in byte order, joined by `:`.
     pub fn direct(a: &UserId, b: &UserId) -> RoomId {
         let (a, b) = if a <= b { (a, b) } else { (b, a) };
-        let mut id = String::with_capacity(DIRECT_ROOM_PREFIX.len() + a.0.len() + 1 + b.0.len());
-        for part in [DIRECT_ROOM_PREFIX, &a.0, ":", &b.0] {
-            id.push_str(part);
-        }
-        RoomId(Arc::from(id))
+        RoomId(Arc::from([DIRECT_ROOM_PREFIX, &a.0, ":", &b.0].concat()))
     }
 
     /// Whether this is a direct-message room (`dm:…`).
